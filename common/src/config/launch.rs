@@ -1,0 +1,94 @@
+//! `[launch]`: how `convtt-launch` lays out and supervises workers (ARCHITECTURE §2).
+
+use serde::{Deserialize, Serialize};
+
+use super::issues::{check, ConfigErrors};
+
+/// `[launch]` section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LaunchConfig {
+    /// Run name, used in the default run directory and in logs.
+    pub name: String,
+    /// Run directory; `{name}` is replaced by `name`.
+    pub run_dir: String,
+    /// GPUs per node (one worker each). 0: CPU workers.
+    pub gpus: usize,
+    /// CPU workers per node when `gpus` is 0.
+    pub cpu_workers: usize,
+    /// Restarts of the worker group after retryable failures before giving up.
+    pub max_restarts: u32,
+    /// Seconds between worker heartbeats.
+    pub heartbeat_secs: f64,
+    /// A worker silent for this many seconds counts as hung.
+    pub heartbeat_timeout_secs: f64,
+    /// Timeout of one collective operation (all-reduce, broadcast, barrier).
+    pub collective_timeout_secs: f64,
+    /// Grace between SIGTERM and SIGKILL when tearing workers down.
+    pub grace_secs: f64,
+}
+
+impl Default for LaunchConfig {
+    fn default() -> Self {
+        Self {
+            name: "convtt".into(),
+            run_dir: "runs/{name}".into(),
+            gpus: 0,
+            cpu_workers: 1,
+            max_restarts: 3,
+            heartbeat_secs: 5.0,
+            heartbeat_timeout_secs: 300.0,
+            collective_timeout_secs: 600.0,
+            grace_secs: 30.0,
+        }
+    }
+}
+
+impl LaunchConfig {
+    /// The run directory with `{name}` substituted.
+    pub fn resolved_run_dir(&self) -> String {
+        self.run_dir.replace("{name}", &self.name)
+    }
+
+    pub(crate) fn validate(&self, errs: &mut ConfigErrors) {
+        let name_ok = !self.name.is_empty()
+            && self.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+        check(errs, name_ok, "launch.name", || {
+            format!("must be letters, digits, '-', '_' or '.' (got {:?})", self.name)
+        });
+        check(errs, !self.run_dir.trim().is_empty(), "launch.run_dir", || {
+            "must not be empty".into()
+        });
+        check(errs, self.gpus <= 64, "launch.gpus", || {
+            format!("must be at most 64 per node (got {})", self.gpus)
+        });
+        check(errs, (1..=256).contains(&self.cpu_workers), "launch.cpu_workers", || {
+            format!("must be between 1 and 256 (got {})", self.cpu_workers)
+        });
+        for (key, v) in [
+            ("launch.heartbeat_secs", self.heartbeat_secs),
+            ("launch.heartbeat_timeout_secs", self.heartbeat_timeout_secs),
+            ("launch.collective_timeout_secs", self.collective_timeout_secs),
+        ] {
+            check(errs, v.is_finite() && v > 0.0, key, || {
+                format!("must be a positive number of seconds (got {v})")
+            });
+        }
+        check(errs, self.grace_secs.is_finite() && self.grace_secs >= 0.0, "launch.grace_secs", || {
+            format!("must be a non-negative number of seconds (got {})", self.grace_secs)
+        });
+        if self.heartbeat_secs.is_finite() && self.heartbeat_timeout_secs.is_finite() {
+            check(
+                errs,
+                self.heartbeat_timeout_secs > self.heartbeat_secs,
+                "launch.heartbeat_timeout_secs",
+                || {
+                    format!(
+                        "must exceed launch.heartbeat_secs (got {} ≤ {})",
+                        self.heartbeat_timeout_secs, self.heartbeat_secs
+                    )
+                },
+            );
+        }
+    }
+}

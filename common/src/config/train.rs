@@ -1,0 +1,96 @@
+//! `[train]`: the training loop (spec §4), devices and precision.
+
+use serde::{Deserialize, Serialize};
+
+use super::issues::{check, ConfigErrors};
+
+/// Where a worker computes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceKind {
+    /// CUDA when the launcher assigned a GPU, else CPU.
+    Auto,
+    /// Always the CPU.
+    Cpu,
+    /// Always CUDA; an error where none is available.
+    Cuda,
+}
+
+/// Numeric precision of the forward/backward pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// float32 everywhere.
+    F32,
+    /// bfloat16 autocast (CUDA).
+    Bf16,
+    /// float16 autocast with dynamic loss scaling (CUDA).
+    Fp16,
+}
+
+/// `[train]` section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Epochs to train.
+    pub epochs: usize,
+    /// Stop after this many optimizer steps (0: no limit beyond `epochs`).
+    pub max_steps: u64,
+    /// Seed for initialisation, sampling and scheduled-sampling masks.
+    pub seed: u64,
+    /// Device selection.
+    pub device: DeviceKind,
+    /// Numeric precision.
+    pub precision: Precision,
+    /// Log training loss every this many steps.
+    pub log_every: u64,
+    /// Validate every this many steps (0: at the end of every epoch).
+    pub valid_every: u64,
+    /// Compare parameters across ranks every this many steps (0: never).
+    pub param_check_every: u64,
+    /// Intra-op threads per worker (0: one per core of the worker's CPU set).
+    pub threads: usize,
+    /// cuDNN benchmark mode (autotuned convolution algorithms).
+    pub cudnn_benchmark: bool,
+    /// Future-frame horizons `eval` reports by default.
+    pub eval_horizons: Vec<usize>,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            epochs: 400,
+            max_steps: 0,
+            seed: 0,
+            device: DeviceKind::Auto,
+            precision: Precision::F32,
+            log_every: 50,
+            valid_every: 0,
+            param_check_every: 500,
+            threads: 0,
+            cudnn_benchmark: true,
+            eval_horizons: vec![10, 30],
+        }
+    }
+}
+
+impl TrainConfig {
+    pub(crate) fn validate(&self, errs: &mut ConfigErrors) {
+        check(errs, self.epochs >= 1, "train.epochs", || "must be at least 1 (got 0)".into());
+        check(errs, self.log_every >= 1, "train.log_every", || "must be at least 1 (got 0)".into());
+        check(errs, !self.eval_horizons.is_empty(), "train.eval_horizons", || {
+            "must list at least one horizon, e.g. [10, 30]".into()
+        });
+        for (i, h) in self.eval_horizons.iter().enumerate() {
+            check(errs, (1..=1000).contains(h), &format!("train.eval_horizons[{i}]"), || {
+                format!("must be between 1 and 1000 frames (got {h})")
+            });
+        }
+        check(
+            errs,
+            self.precision == Precision::F32 || self.device != DeviceKind::Cpu,
+            "train.precision",
+            || "mixed precision needs CUDA; use \"f32\" with train.device = \"cpu\"".into(),
+        );
+    }
+}

@@ -1,1 +1,18 @@
-//! placeholder
+//! The convtt worker: one process per GPU (or per CPU group) that trains, evaluates and inspects
+//! models. `main.rs` is a thin shim over [`run`]; exit codes are documented in [`exit`].
+#![warn(missing_docs)]
+
+pub mod cli;
+pub mod doctor;
+mod error;
+mod sys;
+pub mod torch_runtime;
+
+pub use error::{exit, Error, Result};
+
+/// Runs one parsed command line.
+pub fn run(cli: cli::Cli) -> Result<()> {
+    match cli.command {
+        cli::Command::Doctor { json, require_gpu } => doctor::run(json, require_gpu),
+    }
+}

@@ -6,10 +6,10 @@
 //! with its dotted path. Nothing stops at the first mistake.
 //!
 //! ```
-//! let cfg = convtt_common::config::parse("[model]\norder = 2\n", None, &["model.rank=4"])?;
+//! let cfg = convtt_core::config::parse("[model]\norder = 2\n", None, &["model.rank=4"])?;
 //! assert_eq!(cfg.model.rank, 4);
 //! assert_eq!(cfg.model.window(), 2); // M − N + 1 with the default M = 3
-//! # Ok::<(), convtt_common::config::ConfigErrors>(())
+//! # Ok::<(), convtt_core::config::ConfigErrors>(())
 //! ```
 
 mod checkpoint;

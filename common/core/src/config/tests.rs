@@ -18,7 +18,7 @@ fn empty_config_is_the_paper_default() {
 
 #[test]
 fn every_preset_in_configs_validates() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
     let mut n = 0;
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();

@@ -32,7 +32,10 @@ impl Error {
 
     /// A format error in `path`.
     pub fn format(path: impl AsRef<Path>, msg: impl Into<String>) -> Self {
-        Error::Format { path: path.as_ref().to_owned(), msg: msg.into() }
+        Error::Format {
+            path: path.as_ref().to_owned(),
+            msg: msg.into(),
+        }
     }
 }
 

@@ -54,7 +54,10 @@ pub enum Error {
 impl Error {
     /// An I/O error on `path`.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { path: path.into(), err: source }
+        Error::Io {
+            path: path.into(),
+            err: source,
+        }
     }
 
     /// The process exit code this error maps to.

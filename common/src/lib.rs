@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 mod error;
+pub mod metrics;
 
 pub use convtt_core::{config, telemetry};
 pub use error::{Error, Result};

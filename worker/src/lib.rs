@@ -7,6 +7,7 @@ pub mod doctor;
 mod error;
 mod sys;
 pub mod torch_runtime;
+pub mod train;
 
 pub use error::{exit, Error, Result};
 

@@ -8,5 +8,5 @@
 mod error;
 pub mod metrics;
 
-pub use convtt_core::{config, telemetry};
+pub use convtt_core::{checkpoint, config, fsutil, telemetry};
 pub use error::{Error, Result};

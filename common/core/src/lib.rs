@@ -7,7 +7,9 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod checkpoint;
 pub mod config;
+pub mod fsutil;
 mod error;
 pub mod telemetry;
 

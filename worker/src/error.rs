@@ -78,3 +78,9 @@ impl Error {
 
 /// `Result` with [`Error`].
 pub type Result<T> = std::result::Result<T, Error>;
+
+impl From<convtt_core::Error> for Error {
+    fn from(e: convtt_core::Error) -> Self {
+        Error::Common(e.into())
+    }
+}

@@ -2,6 +2,7 @@
 //! models. `main.rs` is a thin shim over [`run`]; exit codes are documented in [`exit`].
 #![warn(missing_docs)]
 
+pub mod checkpoint;
 pub mod cli;
 pub mod doctor;
 mod error;

@@ -29,7 +29,10 @@ pub fn tmp_dir(root: &Path, step: u64, attempt: u32) -> PathBuf {
 }
 
 fn data_err(path: &Path, msg: impl Into<String>) -> Error {
-    Error::Data { path: path.to_owned(), msg: msg.into() }
+    Error::Data {
+        path: path.to_owned(),
+        msg: msg.into(),
+    }
 }
 
 fn h5(path: &Path, e: hdf5::Error) -> Error {
@@ -52,7 +55,10 @@ pub fn write_shard(
     {
         let file = hdf5::File::create(&path).map_err(|e| h5(&path, e))?;
         let attr = |name: &str, v: u64| {
-            file.new_attr::<u64>().shape(()).create(name).and_then(|a| a.write_scalar(&v))
+            file.new_attr::<u64>()
+                .shape(())
+                .create(name)
+                .and_then(|a| a.write_scalar(&v))
         };
         attr("format_version", fmt::FORMAT_VERSION as u64).map_err(|e| h5(&path, e))?;
         attr("offset", lo).map_err(|e| h5(&path, e))?;
@@ -87,10 +93,17 @@ pub fn commit(
         for name in [shard_name(rank, world), rank_state_name(rank)] {
             let p = tmp.join(&name);
             if !p.exists() {
-                return Err(data_err(&p, format!("rank {rank} did not write its checkpoint file")));
+                return Err(data_err(
+                    &p,
+                    format!("rank {rank} did not write its checkpoint file"),
+                ));
             }
             let (sha256, bytes) = sha256_file(&p)?;
-            files.push(FileEntry { path: name, bytes, sha256 });
+            files.push(FileEntry {
+                path: name,
+                bytes,
+                sha256,
+            });
         }
     }
     manifest.files = files;
@@ -99,7 +112,11 @@ pub fn commit(
     let dir = root.join(step_dir_name(manifest.step));
     if dir.exists() {
         // A step re-reached after a restart: the new one replaces it only once complete.
-        let old = root.join(format!("{}.old-{}", step_dir_name(manifest.step), std::process::id()));
+        let old = root.join(format!(
+            "{}.old-{}",
+            step_dir_name(manifest.step),
+            std::process::id()
+        ));
         std::fs::rename(&dir, &old).map_err(|e| Error::io(&dir, e))?;
         std::fs::rename(tmp, &dir).map_err(|e| Error::io(&dir, e))?;
         let _ = std::fs::remove_dir_all(&old);
@@ -107,8 +124,15 @@ pub fn commit(
         std::fs::rename(tmp, &dir).map_err(|e| Error::io(&dir, e))?;
     }
     fsync_dir(root)?;
-    write_atomic(&root.join(LATEST), format!("{}\n", step_dir_name(manifest.step)).as_bytes())?;
-    tracing::info!(step = manifest.step, "checkpoint committed: {}", dir.display());
+    write_atomic(
+        &root.join(LATEST),
+        format!("{}\n", step_dir_name(manifest.step)).as_bytes(),
+    )?;
+    tracing::info!(
+        step = manifest.step,
+        "checkpoint committed: {}",
+        dir.display()
+    );
     apply_retention(root, retention)?;
     Ok(dir)
 }
@@ -121,7 +145,9 @@ fn apply_retention(
         .into_iter()
         .map(|(step, dir)| Retained {
             step,
-            metric: Manifest::read(&dir).ok().and_then(|m| m.metrics.get(metric).copied()),
+            metric: Manifest::read(&dir)
+                .ok()
+                .and_then(|m| m.metrics.get(metric).copied()),
         })
         .collect();
     for step in fmt::retention(&committed, keep_last, keep_best, mode) {
@@ -134,11 +160,16 @@ fn apply_retention(
 
 /// Removes temporary directories left by interrupted checkpoints (rank 0, before training).
 pub fn remove_stale_tmp(root: &Path) {
-    let Ok(entries) = std::fs::read_dir(root) else { return };
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
         if name.starts_with("step-") && (name.contains(".tmp-") || name.contains(".old-")) {
-            tracing::warn!("removing an uncommitted checkpoint directory: {}", e.path().display());
+            tracing::warn!(
+                "removing an uncommitted checkpoint directory: {}",
+                e.path().display()
+            );
             let _ = std::fs::remove_dir_all(e.path());
         }
     }
@@ -152,17 +183,23 @@ pub fn verify(dir: &Path) -> Result<Manifest> {
         let p = dir.join(&f.path);
         match sha256_file(&p) {
             Err(_) => problems.push(format!("{} is missing", f.path)),
-            Ok((_, bytes)) if bytes != f.bytes => {
-                problems.push(format!("{} has {bytes} bytes, expected {}", f.path, f.bytes))
+            Ok((_, bytes)) if bytes != f.bytes => problems.push(format!(
+                "{} has {bytes} bytes, expected {}",
+                f.path, f.bytes
+            )),
+            Ok((sha, _)) if sha != f.sha256 => {
+                problems.push(format!("{} checksum mismatch", f.path))
             }
-            Ok((sha, _)) if sha != f.sha256 => problems.push(format!("{} checksum mismatch", f.path)),
             Ok(_) => {}
         }
     }
     if problems.is_empty() {
         Ok(manifest)
     } else {
-        Err(data_err(dir, format!("corrupt checkpoint: {}", problems.join("; "))))
+        Err(data_err(
+            dir,
+            format!("corrupt checkpoint: {}", problems.join("; ")),
+        ))
     }
 }
 
@@ -230,7 +267,11 @@ pub fn load_buffers(dir: &Path, manifest: &Manifest) -> Result<[Vec<f32>; 3]> {
             if v.len() as u64 != hi - lo {
                 return Err(data_err(
                     &path,
-                    format!("dataset {name} has {} values, expected {}", v.len(), hi - lo),
+                    format!(
+                        "dataset {name} has {} values, expected {}",
+                        v.len(),
+                        hi - lo
+                    ),
                 ));
             }
             buf[lo as usize..hi as usize].copy_from_slice(&v);
@@ -278,7 +319,12 @@ mod tests {
     fn save(root: &Path, step: u64, world: usize, bufs: &[Vec<f32>; 3], metric: f64) -> PathBuf {
         let tmp = tmp_dir(root, step, 0);
         for rank in 0..world {
-            let st = RankState { rank, rng_seed: 7 + rank as u64, epoch: 0, batches_done: step };
+            let st = RankState {
+                rank,
+                rng_seed: 7 + rank as u64,
+                epoch: 0,
+                batches_done: step,
+            };
             write_shard(&tmp, rank, world, [&bufs[0], &bufs[1], &bufs[2]], &st).unwrap();
         }
         let m = manifest(step, world, bufs[0].len() as u64, metric);
@@ -336,7 +382,10 @@ mod tests {
         bytes[mid] ^= 0xff;
         std::fs::write(&shard, bytes).unwrap();
         let err = verify(&newest).unwrap_err().to_string();
-        assert!(err.contains("checksum mismatch") && err.contains("shard-00001-of-00002.h5"), "{err}");
+        assert!(
+            err.contains("checksum mismatch") && err.contains("shard-00001-of-00002.h5"),
+            "{err}"
+        );
         let (found, m) = resolve(&root, &Resume::Auto).unwrap().unwrap();
         assert_eq!((found, m.step), (root.join("step-00000001"), 1));
         // An explicit path to the corrupt one is an error, with exit code 5.
@@ -344,7 +393,10 @@ mod tests {
         assert_eq!(e.exit_code(), crate::exit::DATA);
         // Truncation and a missing manifest are caught too.
         std::fs::write(newest.join(shard_name(0, 2)), b"x").unwrap();
-        assert!(verify(&newest).unwrap_err().to_string().contains("bytes, expected"));
+        assert!(verify(&newest)
+            .unwrap_err()
+            .to_string()
+            .contains("bytes, expected"));
         std::fs::remove_file(newest.join(MANIFEST)).unwrap();
         assert!(verify(&newest).is_err());
         std::fs::remove_dir_all(&root).unwrap();
@@ -355,7 +407,12 @@ mod tests {
         let root = temp("tmp");
         let b = bufs(10, 1.0);
         let tmp = tmp_dir(&root, 5, 0);
-        let st = RankState { rank: 0, rng_seed: 1, epoch: 0, batches_done: 5 };
+        let st = RankState {
+            rank: 0,
+            rng_seed: 1,
+            epoch: 0,
+            batches_done: 5,
+        };
         write_shard(&tmp, 0, 1, [&b[0], &b[1], &b[2]], &st).unwrap();
         assert!(resolve(&root, &Resume::Auto).unwrap().is_none());
         remove_stale_tmp(&root);

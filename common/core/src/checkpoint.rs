@@ -103,8 +103,9 @@ impl Manifest {
     pub fn read(dir: &Path) -> Result<Manifest> {
         let path = dir.join(MANIFEST);
         let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-        let m: Manifest = toml::from_str(&text)
-            .map_err(|e| Error::format(&path, format!("not a checkpoint manifest: {}", e.message())))?;
+        let m: Manifest = toml::from_str(&text).map_err(|e| {
+            Error::format(&path, format!("not a checkpoint manifest: {}", e.message()))
+        })?;
         if m.format_version != FORMAT_VERSION {
             return Err(Error::format(
                 &path,
@@ -127,7 +128,11 @@ impl Manifest {
             .filter(|k| self.model.get(*k) != current.get(*k))
             .map(|k| {
                 let show = |v: Option<&toml::Value>| v.map_or("(absent)".into(), |v| v.to_string());
-                format!("model.{k}: {} → {}", show(self.model.get(k)), show(current.get(k)))
+                format!(
+                    "model.{k}: {} → {}",
+                    show(self.model.get(k)),
+                    show(current.get(k))
+                )
             })
             .collect()
     }
@@ -148,7 +153,9 @@ pub struct RankState {
 
 /// The committed checkpoints of a run, newest last.
 pub fn list_committed(ckpt_root: &Path) -> Vec<(u64, PathBuf)> {
-    let Ok(entries) = std::fs::read_dir(ckpt_root) else { return Vec::new() };
+    let Ok(entries) = std::fs::read_dir(ckpt_root) else {
+        return Vec::new();
+    };
     let mut out: Vec<(u64, PathBuf)> = entries
         .filter_map(|e| e.ok())
         .filter_map(|e| {
@@ -208,11 +215,20 @@ mod tests {
 
     #[test]
     fn retention_keeps_the_newest_and_the_best() {
-        let all = [r(10, Some(0.5)), r(20, Some(0.2)), r(30, None), r(40, Some(0.4)), r(50, None)];
+        let all = [
+            r(10, Some(0.5)),
+            r(20, Some(0.2)),
+            r(30, None),
+            r(40, Some(0.4)),
+            r(50, None),
+        ];
         assert_eq!(retention(&all, 2, false, MetricMode::Min), vec![10, 20, 30]);
         assert_eq!(retention(&all, 2, true, MetricMode::Min), vec![10, 30]);
         assert_eq!(retention(&all, 2, true, MetricMode::Max), vec![20, 30]);
-        assert_eq!(retention(&all, 10, true, MetricMode::Min), Vec::<u64>::new());
+        assert_eq!(
+            retention(&all, 10, true, MetricMode::Min),
+            Vec::<u64>::new()
+        );
         // keep_last 0 still keeps the newest.
         assert_eq!(retention(&all[..2], 0, false, MetricMode::Min), vec![10]);
     }
@@ -228,8 +244,12 @@ mod tests {
 
     #[test]
     fn model_differences_name_the_keys() {
-        let a: toml::Table = "order = 3\nrank = 8\ncell = \"convttlstm\"".parse().unwrap();
-        let b: toml::Table = "order = 2\nrank = 8\ncell = \"convttlstm\"\nsteps = 3".parse().unwrap();
+        let a: toml::Table = "order = 3\nrank = 8\ncell = \"convttlstm\""
+            .parse()
+            .unwrap();
+        let b: toml::Table = "order = 2\nrank = 8\ncell = \"convttlstm\"\nsteps = 3"
+            .parse()
+            .unwrap();
         let m = Manifest {
             format_version: FORMAT_VERSION,
             step: 1,
@@ -244,6 +264,9 @@ mod tests {
             metrics: BTreeMap::new(),
             state: toml::Table::new(),
         };
-        assert_eq!(m.model_differences(&b), ["model.order: 3 → 2", "model.steps: (absent) → 3"]);
+        assert_eq!(
+            m.model_differences(&b),
+            ["model.order: 3 → 2", "model.steps: (absent) → 3"]
+        );
     }
 }

@@ -27,19 +27,26 @@ pub fn sha256_file(path: &Path) -> Result<(String, u64)> {
 
 /// Flushes a file's data to disk.
 pub fn fsync_file(path: &Path) -> Result<()> {
-    std::fs::File::open(path).and_then(|f| f.sync_all()).map_err(|e| Error::io(path, e))
+    std::fs::File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| Error::io(path, e))
 }
 
 /// Flushes a directory entry (after a rename inside it).
 pub fn fsync_dir(dir: &Path) -> Result<()> {
-    std::fs::File::open(dir).and_then(|f| f.sync_all()).map_err(|e| Error::io(dir, e))
+    std::fs::File::open(dir)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| Error::io(dir, e))
 }
 
 /// Replaces `path` with `bytes` atomically: readers see the old or the new content, never a mix,
 /// and a crash leaves at most a `.tmp` file beside it.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     let write = || -> std::io::Result<()> {
         let mut f = std::fs::File::create(&tmp)?;
@@ -65,8 +72,15 @@ mod tests {
         assert_eq!(std::fs::read(&p).unwrap(), b"abc");
         let (hash, n) = sha256_file(&p).unwrap();
         assert_eq!(n, 3);
-        assert_eq!(hash, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
-        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1, "no temp file left");
+        assert_eq!(
+            hash,
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(
+            std::fs::read_dir(&dir).unwrap().count(),
+            1,
+            "no temp file left"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -9,8 +9,8 @@
 
 pub mod checkpoint;
 pub mod config;
-pub mod fsutil;
 mod error;
+pub mod fsutil;
 pub mod telemetry;
 
 pub use error::{Error, Result};

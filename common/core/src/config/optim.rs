@@ -30,7 +30,7 @@ pub struct OptimConfig {
     pub beta2: f64,
     /// Adam ε.
     pub eps: f64,
-    /// Decoupled weight decay (0 in the reference).
+    /// L2 penalty added to the gradient, as `torch.optim.Adam` does (0 in the reference).
     pub weight_decay: f64,
     /// Clip the global gradient L2 norm.
     pub gradient_clipping: bool,

@@ -6,6 +6,8 @@
 
 pub mod config;
 mod error;
+#[cfg(feature = "model")]
+pub mod model;
 pub mod telemetry;
 
 pub use error::{Error, Result};

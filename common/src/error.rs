@@ -1,24 +1,13 @@
-//! `common::Error`: everything the shared library can fail with.
+//! `common::Error`: what the model half can fail with, on top of [`convtt_core::Error`].
 
 use std::path::{Path, PathBuf};
 
-use crate::config::ConfigErrors;
-
-/// Errors of the shared library. Each names the file or field involved.
+/// Errors of the shared library. Each names the file or tensor involved.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// A file could not be read or written.
-    #[error("{}: {source}", path.display())]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The OS error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The configuration has one or more problems (all of them are listed).
+    /// Configuration or I/O (from `convtt-core`).
     #[error(transparent)]
-    Config(#[from] ConfigErrors),
+    Core(#[from] convtt_core::Error),
     /// A file's content does not have the expected format or shape.
     #[error("{}: {msg}", path.display())]
     Format {
@@ -31,7 +20,6 @@ pub enum Error {
     #[error("shape error: {0}")]
     Shape(String),
     /// An error from libtorch.
-    #[cfg(feature = "model")]
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),
 }
@@ -39,12 +27,21 @@ pub enum Error {
 impl Error {
     /// An I/O error on `path`.
     pub fn io(path: impl AsRef<Path>, source: std::io::Error) -> Self {
-        Error::Io { path: path.as_ref().to_owned(), source }
+        Error::Core(convtt_core::Error::io(path, source))
     }
 
     /// A format error in `path`.
     pub fn format(path: impl AsRef<Path>, msg: impl Into<String>) -> Self {
-        Error::Format { path: path.as_ref().to_owned(), msg: msg.into() }
+        Error::Format {
+            path: path.as_ref().to_owned(),
+            msg: msg.into(),
+        }
+    }
+}
+
+impl From<convtt_core::config::ConfigErrors> for Error {
+    fn from(e: convtt_core::config::ConfigErrors) -> Self {
+        Error::Core(e.into())
     }
 }
 

@@ -1,13 +1,13 @@
-//! convtt's shared library: configuration and validation, the Conv-TT-LSTM / ConvLSTM models
-//! (behind the default `model` feature, which links libtorch), the CTTD, metrics and the
-//! on-disk formats. It knows nothing about processes; the launcher builds it without `model`.
+//! convtt's shared library: the Conv-TT-LSTM and ConvLSTM models, the CTTD and metrics (all on
+//! libtorch through tch), plus a re-export of [`convtt_core`] (configuration, formats, logging),
+//! so `convtt_common::config` is the same module the launcher uses. It knows nothing about
+//! processes.
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
-pub mod config;
 mod error;
-#[cfg(feature = "model")]
+pub mod metrics;
 pub mod model;
-pub mod telemetry;
 
+pub use convtt_core::{config, telemetry};
 pub use error::{Error, Result};

@@ -5,15 +5,15 @@
 pub enum Error {
     /// From the shared library (configuration, formats).
     #[error(transparent)]
-    Common(#[from] convtt_common::Error),
+    Common(#[from] convtt_core::Error),
 }
 
 impl Error {
     /// The process exit code this error maps to.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Common(convtt_common::Error::Config(_))
-            | Error::Common(convtt_common::Error::Io { .. }) => 2,
+            Error::Common(convtt_core::Error::Config(_))
+            | Error::Common(convtt_core::Error::Io { .. }) => 2,
             Error::Common(_) => 1,
         }
     }

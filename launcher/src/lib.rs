@@ -12,7 +12,7 @@ pub use error::{Error, Result};
 pub fn run(cli: cli::Cli) -> Result<()> {
     match cli.command {
         cli::Command::Check { config } => {
-            let cfg = convtt_common::config::load(&config.config, &config.overrides)?;
+            let cfg = convtt_core::config::load(&config.config, &config.overrides)?;
             print!("{}", cfg.to_toml());
             tracing::info!("{}: configuration is valid", config.config.display());
             Ok(())

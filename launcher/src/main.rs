@@ -1,7 +1,7 @@
 use clap::Parser;
 
 fn main() {
-    convtt_common::telemetry::init();
+    convtt_core::telemetry::init();
     let cli = convtt_launch::cli::Cli::parse();
     if let Err(e) = convtt_launch::run(cli) {
         let code = e.exit_code();

@@ -1,1 +1,9 @@
+//! End-to-end tests: the real `convtt-launch`, `convtt-worker` and `convtt-data` binaries in
+//! child processes. One test binary for the whole suite (each binary links libtorch; this one
+//! does not, it only starts them). Build the binaries first: `cargo build --workspace --bins`.
 
+/// Locating binaries, temp dirs, running commands.
+mod util;
+
+/// `convtt-launch check` and `convtt-worker doctor`, also from an empty environment.
+mod cli;

@@ -39,13 +39,12 @@ pub enum Error {
     #[error("{0}")]
     Unavailable(String),
     /// A file could not be read or written.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {err}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
-        /// The OS error.
-        #[source]
-        source: std::io::Error,
+        /// The OS error (in the message, so not also a `source`).
+        err: std::io::Error,
     },
     /// An error from libtorch.
     #[error("libtorch: {0}")]
@@ -55,14 +54,20 @@ pub enum Error {
 impl Error {
     /// An I/O error on `path`.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { path: path.into(), source }
+        Error::Io {
+            path: path.into(),
+            err: source,
+        }
     }
 
     /// The process exit code this error maps to.
     pub fn exit_code(&self) -> i32 {
+        use convtt_common::Error::Core;
+        use convtt_core::Error as CoreError;
         match self {
-            Error::Common(convtt_common::Error::Config(_)) | Error::Usage(_) => exit::CONFIG,
-            Error::Common(convtt_common::Error::Io { .. })
+            Error::Common(Core(CoreError::Config(_))) | Error::Usage(_) => exit::CONFIG,
+            Error::Common(Core(CoreError::Io { .. }))
+            | Error::Common(Core(CoreError::Format { .. }))
             | Error::Common(convtt_common::Error::Format { .. })
             | Error::Data { .. } => exit::DATA,
             Error::Unavailable(_) => exit::UNAVAILABLE,

@@ -6,10 +6,10 @@
 //! with its dotted path. Nothing stops at the first mistake.
 //!
 //! ```
-//! let cfg = convtt_common::config::parse("[model]\norder = 2\n", None, &["model.rank=4"])?;
+//! let cfg = convtt_core::config::parse("[model]\norder = 2\n", None, &["model.rank=4"])?;
 //! assert_eq!(cfg.model.rank, 4);
 //! assert_eq!(cfg.model.window(), 2); // M − N + 1 with the default M = 3
-//! # Ok::<(), convtt_common::config::ConfigErrors>(())
+//! # Ok::<(), convtt_core::config::ConfigErrors>(())
 //! ```
 
 mod checkpoint;
@@ -104,23 +104,18 @@ impl RunConfig {
         self.launch.validate(&mut errs);
         self.sweep.validate(&mut errs, &known_leaf_keys());
         // Cross-section checks.
-        if self.model.image_channels == 0 || self.data.batch_size == 0 {
-            // already reported
-        } else if self.launch.gpus > 0 && self.data.batch_size % self.launch.gpus != 0 {
-            errs.push(
-                "data.batch_size",
-                format!(
-                    "must divide by launch.gpus on one node (got {} and {} GPUs)",
-                    self.data.batch_size, self.launch.gpus
-                ),
-            );
-        } else if self.launch.gpus == 0 && self.data.batch_size % self.launch.cpu_workers.max(1) != 0
+        let (workers, what) = if self.launch.gpus > 0 {
+            (self.launch.gpus, "launch.gpus")
+        } else {
+            (self.launch.cpu_workers, "launch.cpu_workers")
+        };
+        if self.data.batch_size > 0 && workers > 0 && !self.data.batch_size.is_multiple_of(workers)
         {
             errs.push(
                 "data.batch_size",
                 format!(
-                    "must divide by launch.cpu_workers (got {} and {} workers)",
-                    self.data.batch_size, self.launch.cpu_workers
+                    "must divide by {what} (got {} for {workers} workers per node)",
+                    self.data.batch_size
                 ),
             );
         }
@@ -143,7 +138,10 @@ pub fn parse(
     source: Option<&str>,
     overrides: &[impl AsRef<str>],
 ) -> std::result::Result<ValidConfig, ConfigErrors> {
-    let mut errs = ConfigErrors { source: source.map(str::to_owned), issues: Vec::new() };
+    let mut errs = ConfigErrors {
+        source: source.map(str::to_owned),
+        issues: Vec::new(),
+    };
     let mut table: toml::Table = match text.parse() {
         Ok(t) => t,
         Err(e) => {
@@ -242,7 +240,11 @@ pub fn known_leaf_keys() -> Vec<String> {
 
 fn report_unknown(given: &toml::Table, known: &toml::Table, prefix: &str, errs: &mut ConfigErrors) {
     for (k, v) in given {
-        let path = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+        let path = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
         match known.get(k) {
             None => {
                 let what = if prefix.is_empty() { "section" } else { "key" };
@@ -292,7 +294,13 @@ fn typed_section<T: DeserializeOwned + Default>(
 }
 
 fn type_message(e: &toml::de::Error, v: &toml::Value) -> String {
-    let msg = e.message().lines().next().unwrap_or("invalid value").trim().to_owned();
+    let msg = e
+        .message()
+        .lines()
+        .next()
+        .unwrap_or("invalid value")
+        .trim()
+        .to_owned();
     format!("{msg} (got {v})")
 }
 

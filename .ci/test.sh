@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The whole test suite: installs what is missing (.ci/setup.sh), then formatting, lints, the
+# binaries the end-to-end tests drive, and every test. `.ci/run` calls exactly this.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+
+step() { printf '\n==> %s\n' "$*" >&2; }
+
+bash .ci/setup.sh
+step "cargo fmt --check"
+cargo fmt --all --check
+step "cargo clippy (all targets, -D warnings)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+step "cargo build (binaries for the end-to-end tests)"
+cargo build --workspace --bins --locked
+step "cargo test"
+cargo test --workspace --locked

@@ -1,0 +1,14 @@
+//! convtt's libtorch-free core: configuration and its validation, on-disk format types, and
+//! logging setup. The launcher depends on this crate alone so it never links libtorch;
+//! `convtt-common` (the model, CTTD and metrics) re-exports it.
+//!
+//! Why a crate and not a cargo feature of `convtt-common`: cargo unifies features across a
+//! workspace build, so with a feature the launcher built by `cargo build` would link libtorch.
+#![warn(missing_docs)]
+#![forbid(unsafe_code)]
+
+pub mod config;
+mod error;
+pub mod telemetry;
+
+pub use error::{Error, Result};

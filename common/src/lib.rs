@@ -7,6 +7,7 @@
 
 mod error;
 pub mod metrics;
+pub mod model;
 
 pub use convtt_core::{checkpoint, config, fsutil, telemetry};
 pub use error::{Error, Result};

@@ -1,0 +1,123 @@
+//! A stride-1, zero-"same"-padded convolution with a bias, registered under the PyTorch names
+//! `weight` and `bias` (reference `nn.Conv2d(..., padding = k // 2, bias = True)` and the
+//! preprocessing `nn.Conv3d` of `code/convlstmcell.py`).
+//!
+//! A 4-D weight `[out, in, k, k]` is a `Conv2d`. A 5-D weight `[C, Ch, k, k, S]` is the
+//! reference's Conv3d over S stacked window states; [`Conv::forward`] evaluates it as the
+//! equivalent 2-D convolution over the S states concatenated along channels (oldest first),
+//! with the weight permuted as in spec §2.4: `W2[o, s·Ch + c, y, x] = W3[o, c, y, x, s]`.
+
+use tch::{nn, Tensor};
+
+use super::init::{bias_init, weight_init, InitScheme};
+
+/// Convolution parameters plus the padding rule.
+#[derive(Debug)]
+pub struct Conv {
+    /// `[out, in, k, k]` or, for the preprocessing convolution, `[C, Ch, k, k, S]`.
+    pub weight: Tensor,
+    /// `[out]`.
+    pub bias: Tensor,
+}
+
+impl Conv {
+    /// Registers `p / "weight"` (shape `dims`) and `p / "bias"` (shape `[dims[0]]`), drawing
+    /// the weight first, as PyTorch does.
+    pub fn new(p: &nn::Path, dims: &[i64], init: InitScheme) -> Self {
+        let weight = p.var("weight", dims, weight_init(init, dims));
+        let bias = p.var("bias", &[dims[0]], bias_init(init, dims));
+        Self { weight, bias }
+    }
+
+    /// Kernel size k.
+    pub fn kernel(&self) -> i64 {
+        self.weight.size()[2]
+    }
+
+    /// The weight as a 2-D convolution weight: unchanged when 4-D, permuted and merged per
+    /// spec §2.4 when 5-D.
+    pub fn weight_2d(&self) -> Tensor {
+        to_conv2d_layout(&self.weight)
+    }
+
+    /// # Shapes
+    /// `[B, in, H, W] -> [B, out, H, W]`, where `in` is `S·Ch` for a 5-D weight (the window
+    /// states concatenated along channels, oldest first).
+    pub fn forward(&self, x: &Tensor) -> Tensor {
+        let k = self.kernel();
+        x.conv2d(
+            &self.weight_2d(),
+            Some(&self.bias),
+            [1, 1],
+            [k / 2, k / 2],
+            [1, 1],
+            1,
+        )
+    }
+
+    /// `(prefix.weight, weight), (prefix.bias, bias)` in state_dict order.
+    pub fn named(&self, prefix: &str) -> [(String, Tensor); 2] {
+        [
+            (format!("{prefix}.weight"), self.weight.shallow_clone()),
+            (format!("{prefix}.bias"), self.bias.shallow_clone()),
+        ]
+    }
+}
+
+/// Spec §2.4: `[C, Ch, k, k, S]` (`code/`) → `[C, S·Ch, k, k]` (`code_opt/`); a 4-D weight is
+/// returned as is.
+pub fn to_conv2d_layout(w: &Tensor) -> Tensor {
+    let d = w.size();
+    if d.len() == 4 {
+        return w.shallow_clone();
+    }
+    debug_assert_eq!(d.len(), 5);
+    w.permute([0, 4, 1, 2, 3])
+        .reshape([d[0], d[4] * d[1], d[2], d[3]])
+}
+
+/// Inverse of [`to_conv2d_layout`]: `[C, S·Ch, k, k]` → `[C, Ch, k, k, S]` for a given S.
+pub fn to_conv3d_layout(w: &Tensor, window: i64) -> Tensor {
+    let d = w.size();
+    debug_assert_eq!(d.len(), 4);
+    w.reshape([d[0], window, d[1] / window, d[2], d[3]])
+        .permute([0, 2, 3, 4, 1])
+        .contiguous()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::{Device, Kind};
+
+    /// The 2-D evaluation equals the reference's Conv3d on the states stacked on a new last
+    /// axis (padding (k/2, k/2, 0)), and the layout maps are inverse to each other.
+    #[test]
+    fn conv3d_and_permuted_conv2d_agree() {
+        tch::manual_seed(11);
+        let opts = (Kind::Double, Device::Cpu);
+        let (c, ch, k, s) = (3, 4, 3, 3);
+        let w3 = Tensor::randn([c, ch, k, k, s], opts);
+        let bias = Tensor::randn([c], opts);
+        let states: Vec<Tensor> = (0..s).map(|_| Tensor::randn([2, ch, 5, 6], opts)).collect();
+        let conv = Conv {
+            weight: w3.shallow_clone(),
+            bias: bias.shallow_clone(),
+        };
+        let ours = conv.forward(&Tensor::cat(&states, 1));
+        let reference = Tensor::stack(&states, -1)
+            .conv3d(&w3, Some(&bias), [1, 1, 1], [k / 2, k / 2, 0], [1, 1, 1], 1)
+            .squeeze_dim(-1);
+        assert_eq!(ours.size(), [2, c, 5, 6]);
+        let err = (&ours - &reference).abs().max().double_value(&[]);
+        assert!(err < 1e-12, "max difference {err}");
+        let w2 = to_conv2d_layout(&w3);
+        assert_eq!(w2.size(), [c, s * ch, k, k]);
+        // Spot-check the index rule W2[o, s·Ch + c, y, x] = W3[o, c, y, x, s].
+        assert_eq!(
+            w2.double_value(&[2, 4 + 1, 0, 2]),
+            w3.double_value(&[2, 1, 0, 2, 1])
+        );
+        assert!(to_conv3d_layout(&w2, s).equal(&w3));
+    }
+}

@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod dataset;
 mod error;
 pub mod telemetry;
 

@@ -3,6 +3,7 @@
 #![warn(missing_docs)]
 
 pub mod cli;
+pub mod data;
 pub mod doctor;
 mod error;
 mod sys;

@@ -212,7 +212,7 @@ impl DatasetManifest {
 
     /// The manifest as TOML text.
     pub fn to_toml(&self) -> String {
-        toml::to_string_pretty(self).expect("a dataset manifest always serialises")
+        toml::to_string(self).expect("a dataset manifest always serialises")
     }
 
     /// Writes `<dir>/dataset.toml` atomically (temporary file, fsync, rename, fsync of `dir`).

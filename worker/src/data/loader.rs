@@ -197,7 +197,8 @@ fn host_batch(bytes: &[u8], shape: [i64; 5], device: Device) -> Result<Tensor> {
         let t = Tensor::f_from_slice(bytes)?.f_view(shape)?;
         Ok(t.f_pin_memory(device)?)
     } else {
-        let f: Vec<f32> = bytes.iter().map(|&v| f32::from(v) * (1.0 / 255.0)).collect();
+        // Division, not multiplication by 1/255, so CPU and GPU batches are bit-identical.
+        let f: Vec<f32> = bytes.iter().map(|&v| f32::from(v) / 255.0).collect();
         Ok(Tensor::f_from_slice(&f)?.f_view(shape)?)
     }
 }

@@ -126,3 +126,6 @@ pub fn eval_loader(
     let s = DistributedSampler::new(handle.len(), cap, at.world, at.rank, 0, false);
     Loader::for_split(&handle, s, opts)
 }
+
+#[cfg(test)]
+mod tests;

@@ -63,8 +63,7 @@ mod tests {
         // Changing these numbers changes every generated dataset: bump the format version.
         let mut r = Rng::derive(0, &[]);
         let first: Vec<u64> = (0..2).map(|_| r.next_u64()).collect();
-        let mut again = Rng::derive(0, &[]);
-        assert_eq!(first, (0..2).map(|_| again.next_u64()).collect::<Vec<_>>());
+        assert_eq!(first, [0xa706_dd2f_4d19_7e6f, 0xb382_a305_f441_4f5e]);
         assert_ne!(Rng::derive(0, &[1]).next_u64(), Rng::derive(0, &[2]).next_u64());
         assert_ne!(Rng::derive(1, &[0]).next_u64(), Rng::derive(0, &[1]).next_u64());
     }

@@ -9,5 +9,5 @@ mod error;
 pub mod metrics;
 pub mod model;
 
-pub use convtt_core::{checkpoint, config, fsutil, telemetry};
+pub use convtt_core::{checkpoint, config, dataset, fsutil, telemetry};
 pub use error::{Error, Result};

@@ -4,6 +4,7 @@
 
 pub mod checkpoint;
 pub mod cli;
+pub mod data;
 pub mod dist;
 pub mod doctor;
 mod error;

@@ -9,6 +9,7 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod dataset;
 mod error;
 pub mod fsutil;
 pub mod telemetry;

@@ -4,12 +4,35 @@ use serde::{Deserialize, Serialize};
 
 use super::issues::{check, ConfigErrors};
 
+/// Where training clips come from (`data.source`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DataSource {
+    /// `"shards"`: every split is read from the HDF5 shards of `data.dataset`.
+    #[default]
+    Shards,
+    /// `"moving-mnist-online"`: training clips are generated on the fly with the Moving-MNIST
+    /// rules (fresh clips every epoch, deterministic from seed, epoch and clip index; two
+    /// digits; `input_frames + future_frames` frames of `height`×`width`, which must be square
+    /// and at least 28). An epoch has `max_train_clips` clips (10,000 when 0, like the DDPAE
+    /// loader). Validation and test still read the shards of `data.dataset`.
+    MovingMnistOnline,
+}
+
 /// `[data]` section.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DataConfig {
     /// Dataset directory (the one holding `dataset.toml`), relative to the working directory.
     pub dataset: String,
+    /// Where training clips come from: `"shards"` (default) or `"moving-mnist-online"`
+    /// (see [`DataSource`]).
+    pub source: DataSource,
+    /// For `source = "moving-mnist-online"`: a directory with MNIST idx files. Its
+    /// `train-images-idx3-ubyte[.gz]` (60,000 digits) is used when present, else its
+    /// `t10k-images-idx3-ubyte[.gz]`. Empty (default): the 10,000 MNIST test digits bundled in
+    /// the binary.
+    pub mnist_dir: String,
     /// Split used for training.
     pub train_split: String,
     /// Split used for validation.
@@ -42,6 +65,8 @@ impl Default for DataConfig {
     fn default() -> Self {
         Self {
             dataset: "data/moving-mnist".into(),
+            source: DataSource::Shards,
+            mnist_dir: String::new(),
             train_split: "train".into(),
             valid_split: "valid".into(),
             test_split: "test".into(),
@@ -104,6 +129,26 @@ impl DataConfig {
             "data.loader_threads",
             || "must be at least 1 (got 0)".into(),
         );
+        if self.source == DataSource::MovingMnistOnline {
+            check(errs, self.height == self.width, "data.source", || {
+                format!(
+                    "\"moving-mnist-online\" makes square frames: data.height and data.width \
+                     must be equal (got {}x{})",
+                    self.height, self.width
+                )
+            });
+            check(errs, self.height >= 28, "data.height", || {
+                format!(
+                    "must be at least 28 (the MNIST digit size) with \"moving-mnist-online\" \
+                     (got {})",
+                    self.height
+                )
+            });
+        } else {
+            check(errs, self.mnist_dir.is_empty(), "data.mnist_dir", || {
+                "is only used with data.source = \"moving-mnist-online\"".into()
+            });
+        }
         check(
             errs,
             self.prefetch_batches >= 1,

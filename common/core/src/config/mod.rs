@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 pub use checkpoint::{CheckpointConfig, MetricMode, RANKING_METRICS};
-pub use data::DataConfig;
+pub use data::{DataConfig, DataSource};
 pub use issues::{ConfigErrors, ConfigIssue};
 pub use launch::LaunchConfig;
 pub use model::{CellKind, InitScheme, ModelConfig};

@@ -187,3 +187,23 @@ fn missing_file_names_the_path() {
         "{err}"
     );
 }
+
+#[test]
+fn data_source_online_is_validated() {
+    let cfg = parse("[data]\nsource = \"moving-mnist-online\"\n", None, NONE).unwrap();
+    assert_eq!(cfg.data.source, DataSource::MovingMnistOnline);
+    assert_eq!(
+        parse("", None, NONE).unwrap().data.source,
+        DataSource::Shards
+    );
+    let found = issues(
+        "[data]\nsource = \"moving-mnist-online\"\nheight = 16\n",
+        NONE,
+    );
+    let paths: Vec<&str> = found.iter().map(|i| i.path.as_str()).collect();
+    assert_eq!(paths, ["data.source", "data.height"], "{found:#?}");
+    let found = issues("[data]\nmnist_dir = \"mnist\"\n", NONE);
+    assert_eq!(found[0].path, "data.mnist_dir");
+    let found = issues("[data]\nsource = \"online\"\n", NONE);
+    assert_eq!(found[0].path, "data.source", "{found:#?}");
+}

@@ -1,0 +1,509 @@
+//! `.npy` and `.npz` arrays as clip sources.
+//!
+//! `.npy` (NumPy format versions 1–3): magic `\x93NUMPY`, version, a little-endian header length,
+//! then a Python-literal header dict `{'descr': '|u1', 'fortran_order': False, 'shape': (…), }`
+//! and the raw C-order data. Files are read by offset, so the 819 MB `mnist_test_seq.npy`
+//! (u8 `[20, 10000, 64, 64]`, time-major) is never loaded whole. A `.npz` is a zip of `.npy`
+//! members (stored or deflated); its member is read into memory.
+//!
+//! Supported element types: u8 (`|u1`), f32 and f64 (little or big endian); floats in [0, 1]
+//! are scaled by 255, floats in [0, 255] are rounded (decided by a scan of the whole array,
+//! or forced with `--scale`).
+
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use crate::{Error, Result};
+
+/// Axis order of an array of clips.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// `[T, N, H, W]`, one channel (the standard `mnist_test_seq.npy`).
+    Tnhw,
+    /// `[N, T, H, W]`, one channel.
+    Nthw,
+    /// `[N, T, H, W, C]` (the reference's `.npz` files).
+    Nthwc,
+}
+
+impl std::str::FromStr for Layout {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.to_ascii_uppercase().as_str() {
+            "TNHW" => Ok(Layout::Tnhw),
+            "NTHW" => Ok(Layout::Nthw),
+            "NTHWC" => Ok(Layout::Nthwc),
+            _ => Err(format!("unknown layout {s:?} (TNHW, NTHW or NTHWC)")),
+        }
+    }
+}
+
+/// Element type of the array.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dtype {
+    /// u8.
+    U8,
+    /// f32 (`big` = big-endian).
+    F32 {
+        /// Big-endian.
+        big: bool,
+    },
+    /// f64.
+    F64 {
+        /// Big-endian.
+        big: bool,
+    },
+}
+
+impl Dtype {
+    fn size(self) -> usize {
+        match self {
+            Dtype::U8 => 1,
+            Dtype::F32 { .. } => 4,
+            Dtype::F64 { .. } => 8,
+        }
+    }
+}
+
+/// A parsed `.npy` header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NpyHeader {
+    /// Element type.
+    pub dtype: Dtype,
+    /// Shape.
+    pub shape: Vec<usize>,
+    /// Offset of the data from the start of the `.npy` bytes.
+    pub data_offset: usize,
+}
+
+/// Parses the header at the start of `bytes` (at least the full header must be present).
+pub fn parse_header(bytes: &[u8]) -> std::result::Result<NpyHeader, String> {
+    if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
+        return Err("not a .npy file (no \\x93NUMPY magic)".into());
+    }
+    let (len, start) = match bytes[6] {
+        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
+        2 | 3 if bytes.len() >= 12 => (
+            u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize,
+            12,
+        ),
+        v => return Err(format!("unsupported .npy format version {v}")),
+    };
+    let text = bytes
+        .get(start..start + len)
+        .ok_or("truncated .npy header")?;
+    let text = std::str::from_utf8(text).map_err(|_| "the .npy header is not text")?;
+    let descr = dict_value(text, "descr").ok_or("the .npy header has no 'descr'")?;
+    let descr = quoted(descr).ok_or("the .npy header's 'descr' is not a string")?;
+    let dtype = match descr {
+        "|u1" | "<u1" | ">u1" | "u1" | "|b1" => Dtype::U8,
+        "<f4" | "f4" => Dtype::F32 { big: false },
+        ">f4" => Dtype::F32 { big: true },
+        "<f8" | "f8" => Dtype::F64 { big: false },
+        ">f8" => Dtype::F64 { big: true },
+        d => return Err(format!("unsupported element type {d:?} (u8, f32 or f64)")),
+    };
+    let fortran =
+        dict_value(text, "fortran_order").ok_or("the .npy header has no 'fortran_order'")?;
+    if fortran.starts_with("True") {
+        return Err(
+            "Fortran-order arrays are not supported (save with np.ascontiguousarray)".into(),
+        );
+    }
+    let shape = dict_value(text, "shape").ok_or("the .npy header has no 'shape'")?;
+    let inner = shape
+        .strip_prefix('(')
+        .and_then(|s| s.split_once(')'))
+        .map(|(s, _)| s)
+        .ok_or_else(|| format!("cannot read shape {shape:?}"))?;
+    let shape = inner
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| s.trim_end_matches('L').parse::<usize>())
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|_| format!("cannot read shape ({inner})"))?;
+    Ok(NpyHeader {
+        dtype,
+        shape,
+        data_offset: start + len,
+    })
+}
+
+/// The content of the string literal at the start of `text`.
+fn quoted(text: &str) -> Option<&str> {
+    let q = text.chars().next().filter(|&c| c == '\'' || c == '"')?;
+    text[1..].split_once(q).map(|(s, _)| s)
+}
+
+/// The text after `'key':` in a Python dict literal (up to the end of the literal).
+fn dict_value<'a>(text: &'a str, key: &str) -> Option<&'a str> {
+    let at = text
+        .find(&format!("'{key}'"))
+        .or_else(|| text.find(&format!("\"{key}\"")))?;
+    let rest = &text[at + key.len() + 2..];
+    Some(rest.trim_start().strip_prefix(':')?.trim_start())
+}
+
+/// Where the array's bytes are.
+#[derive(Debug)]
+enum Storage {
+    File(File),
+    Memory(Vec<u8>),
+}
+
+/// An array of clips, readable clip by clip as u8 `[T, C, H, W]`.
+#[derive(Debug)]
+pub struct ClipArray {
+    path: PathBuf,
+    header: NpyHeader,
+    layout: Layout,
+    storage: Storage,
+    /// Multiplier applied to float values before rounding (255 for [0, 1] data, 1 for [0, 255]).
+    scale: f64,
+    /// `[T, C, H, W]`.
+    pub clip_shape: [usize; 4],
+    /// Number of clips.
+    pub clips: usize,
+}
+
+/// How float values map to u8.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scale {
+    /// Decide from the data: maximum ≤ 1 → ×255, else as is.
+    Auto,
+    /// Values are in [0, 1].
+    Unit,
+    /// Values are in [0, 255].
+    Byte,
+}
+
+impl ClipArray {
+    /// Opens a `.npy` file.
+    pub fn open_npy(path: &Path, layout: Layout, scale: Scale) -> Result<Self> {
+        let bad = |msg: String| Error::Data {
+            path: path.to_owned(),
+            msg,
+        };
+        let file = File::open(path).map_err(|e| bad(format!("cannot open: {e}")))?;
+        let mut head = vec![0u8; 4096];
+        let n = file.read_at(&mut head, 0).map_err(|e| bad(e.to_string()))?;
+        head.truncate(n);
+        let header = parse_header(&head).map_err(bad)?;
+        let len = file.metadata().map_err(|e| bad(e.to_string()))?.len() as usize;
+        Self::new(path, header, layout, Storage::File(file), len, scale)
+    }
+
+    /// Opens member `key` (`key.npy`) of a `.npz` file.
+    pub fn open_npz(path: &Path, key: &str, layout: Layout, scale: Scale) -> Result<Self> {
+        let bad = |msg: String| Error::Data {
+            path: path.to_owned(),
+            msg,
+        };
+        let file = File::open(path).map_err(|e| bad(format!("cannot open: {e}")))?;
+        let mut zip =
+            zip::ZipArchive::new(file).map_err(|e| bad(format!("not a valid .npz (zip): {e}")))?;
+        let names: Vec<String> = zip.file_names().map(str::to_owned).collect();
+        let member = format!("{key}.npy");
+        let mut entry = zip.by_name(&member).map_err(|_| {
+            bad(format!(
+                "no array {key:?} in the archive (it has: {})",
+                names.join(", ")
+            ))
+        })?;
+        let mut bytes = Vec::with_capacity(entry.size() as usize);
+        entry
+            .read_to_end(&mut bytes)
+            .map_err(|e| bad(format!("{member}: corrupt member: {e}")))?;
+        let header = parse_header(&bytes).map_err(|m| bad(format!("{member}: {m}")))?;
+        let len = bytes.len();
+        Self::new(path, header, layout, Storage::Memory(bytes), len, scale)
+    }
+
+    fn new(
+        path: &Path,
+        header: NpyHeader,
+        layout: Layout,
+        storage: Storage,
+        len: usize,
+        scale: Scale,
+    ) -> Result<Self> {
+        let bad = |msg: String| Error::Data {
+            path: path.to_owned(),
+            msg,
+        };
+        let s = &header.shape;
+        let (clips, clip_shape) = match (layout, s.len()) {
+            (Layout::Tnhw, 4) => (s[1], [s[0], 1, s[2], s[3]]),
+            (Layout::Nthw, 4) => (s[0], [s[1], 1, s[2], s[3]]),
+            (Layout::Nthwc, 5) => (s[0], [s[1], s[4], s[2], s[3]]),
+            // The reference's single-channel .npz may drop the channel axis.
+            (Layout::Nthwc, 4) => (s[0], [s[1], 1, s[2], s[3]]),
+            _ => {
+                return Err(bad(format!(
+                    "array of shape {s:?} does not fit layout {layout:?} (TNHW/NTHW: 4 axes, \
+                     NTHWC: 5)"
+                )))
+            }
+        };
+        if clips == 0 || clip_shape.contains(&0) {
+            return Err(bad(format!("array of shape {s:?} holds no clips")));
+        }
+        let need = header.data_offset + s.iter().product::<usize>() * header.dtype.size();
+        if len < need {
+            return Err(bad(format!(
+                "truncated: {len} bytes, the header's shape {s:?} needs {need}"
+            )));
+        }
+        let mut a = Self {
+            path: path.to_owned(),
+            header,
+            layout,
+            storage,
+            scale: 1.0,
+            clip_shape,
+            clips,
+        };
+        a.scale = match (a.header.dtype, scale) {
+            (Dtype::U8, _) | (_, Scale::Byte) => 1.0,
+            (_, Scale::Unit) => 255.0,
+            (_, Scale::Auto) => {
+                let max = a.max_value()?;
+                tracing::info!("{}: float data, maximum {max}", path.display());
+                if max <= 1.0 {
+                    255.0
+                } else {
+                    1.0
+                }
+            }
+        };
+        Ok(a)
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn read_elems(&self, first: usize, count: usize, out: &mut [u8]) -> Result<()> {
+        let size = self.header.dtype.size();
+        let off = self.header.data_offset + first * size;
+        match &self.storage {
+            Storage::File(f) => f
+                .read_exact_at(&mut out[..count * size], off as u64)
+                .map_err(|e| Error::Data {
+                    path: self.path.clone(),
+                    msg: format!("read at byte {off}: {e}"),
+                }),
+            Storage::Memory(m) => {
+                out[..count * size].copy_from_slice(&m[off..off + count * size]);
+                Ok(())
+            }
+        }
+    }
+
+    fn to_u8(&self, raw: &[u8], out: &mut [u8]) {
+        let conv = |v: f64| (v * self.scale).round().clamp(0.0, 255.0) as u8;
+        match self.header.dtype {
+            Dtype::U8 => out.copy_from_slice(&raw[..out.len()]),
+            Dtype::F32 { big } => {
+                for (o, c) in out.iter_mut().zip(raw.chunks_exact(4)) {
+                    let b: [u8; 4] = c.try_into().unwrap();
+                    *o = conv(if big {
+                        f32::from_be_bytes(b)
+                    } else {
+                        f32::from_le_bytes(b)
+                    } as f64);
+                }
+            }
+            Dtype::F64 { big } => {
+                for (o, c) in out.iter_mut().zip(raw.chunks_exact(8)) {
+                    let b: [u8; 8] = c.try_into().unwrap();
+                    *o = conv(if big {
+                        f64::from_be_bytes(b)
+                    } else {
+                        f64::from_le_bytes(b)
+                    });
+                }
+            }
+        }
+    }
+
+    fn max_value(&self) -> Result<f64> {
+        let total: usize = self.header.shape.iter().product();
+        let size = self.header.dtype.size();
+        let step = (1 << 20) / size;
+        let mut raw = vec![0u8; step * size];
+        let mut max = f64::MIN;
+        for first in (0..total).step_by(step) {
+            let n = step.min(total - first);
+            self.read_elems(first, n, &mut raw)?;
+            for c in raw[..n * size].chunks_exact(size) {
+                let v = match self.header.dtype {
+                    Dtype::U8 => c[0] as f64,
+                    Dtype::F32 { big } => {
+                        let b = c.try_into().unwrap();
+                        (if big {
+                            f32::from_be_bytes(b)
+                        } else {
+                            f32::from_le_bytes(b)
+                        }) as f64
+                    }
+                    Dtype::F64 { big } => {
+                        let b = c.try_into().unwrap();
+                        if big {
+                            f64::from_be_bytes(b)
+                        } else {
+                            f64::from_le_bytes(b)
+                        }
+                    }
+                };
+                max = max.max(v);
+            }
+        }
+        Ok(max)
+    }
+
+    /// Reads clip `n` as u8 `[T, C, H, W]` into `out`.
+    pub fn read_clip(&self, n: usize, out: &mut [u8]) -> Result<()> {
+        let [t, c, h, w] = self.clip_shape;
+        let size = self.header.dtype.size();
+        let hw = h * w;
+        match self.layout {
+            Layout::Tnhw => {
+                let mut raw = vec![0u8; hw * size];
+                for f in 0..t {
+                    self.read_elems((f * self.clips + n) * hw, hw, &mut raw)?;
+                    self.to_u8(&raw, &mut out[f * hw..(f + 1) * hw]);
+                }
+            }
+            Layout::Nthw => {
+                let mut raw = vec![0u8; t * hw * size];
+                self.read_elems(n * t * hw, t * hw, &mut raw)?;
+                self.to_u8(&raw, out);
+            }
+            Layout::Nthwc => {
+                let len = t * hw * c;
+                let mut raw = vec![0u8; len * size];
+                self.read_elems(n * len, len, &mut raw)?;
+                let mut hwc = vec![0u8; len];
+                self.to_u8(&raw, &mut hwc);
+                // [T, H, W, C] → [T, C, H, W]
+                for f in 0..t {
+                    for p in 0..hw {
+                        for ch in 0..c {
+                            out[(f * c + ch) * hw + p] = hwc[(f * hw + p) * c + ch];
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Serialises an `.npy` (format 1.0) of u8 or little-endian f32 data; for tests and fixtures.
+pub fn write_npy(descr: &str, shape: &[usize], data: &[u8]) -> Vec<u8> {
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    let tuple = if dims.len() == 1 {
+        format!("({},)", dims[0])
+    } else {
+        format!("({})", dims.join(", "))
+    };
+    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {tuple}, }}");
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend((header.len() as u16).to_le_bytes());
+    out.extend(header.as_bytes());
+    out.extend(data);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_numpy_headers() {
+        // What numpy 1.x writes for mnist_test_seq.npy.
+        let h = parse_header(&write_npy("|u1", &[20, 10000, 64, 64], &[])).unwrap();
+        assert_eq!(h.dtype, Dtype::U8);
+        assert_eq!(h.shape, vec![20, 10000, 64, 64]);
+        assert_eq!(h.data_offset % 64, 0);
+        let h = parse_header(&write_npy("<f4", &[7], &[])).unwrap();
+        assert_eq!((h.dtype, h.shape), (Dtype::F32 { big: false }, vec![7]));
+        let e = parse_header(&write_npy("<i8", &[2, 3], &[])).unwrap_err();
+        assert!(e.contains("\"<i8\""), "{e}");
+        assert!(parse_header(&write_npy("|u1", &[2, 3], &[])[..20])
+            .unwrap_err()
+            .contains("truncated"));
+        let mut fortran = write_npy("|u1", &[2, 2], &[]);
+        let at = fortran.windows(5).position(|w| w == b"False").unwrap();
+        fortran[at..at + 5].copy_from_slice(b"True ");
+        assert!(parse_header(&fortran).unwrap_err().contains("Fortran"));
+        assert!(parse_header(b"PK\x03\x04 not npy")
+            .unwrap_err()
+            .contains("magic"));
+    }
+
+    #[test]
+    fn reads_clips_in_every_layout() {
+        let dir = tempfile::tempdir().unwrap();
+        // 2 clips, 3 frames, 2×2 pixels; value = 100·n + 10·t + pixel.
+        let val = |n: usize, t: usize, p: usize| (100 * n + 10 * t + p) as u8;
+        let mut tnhw = Vec::new();
+        for t in 0..3 {
+            for n in 0..2 {
+                tnhw.extend((0..4).map(|p| val(n, t, p)));
+            }
+        }
+        let path = dir.path().join("a.npy");
+        std::fs::write(&path, write_npy("|u1", &[3, 2, 2, 2], &tnhw)).unwrap();
+        let a = ClipArray::open_npy(&path, Layout::Tnhw, Scale::Auto).unwrap();
+        assert_eq!((a.clips, a.clip_shape), (2, [3, 1, 2, 2]));
+        let mut out = vec![0u8; 12];
+        a.read_clip(1, &mut out).unwrap();
+        assert_eq!(
+            out,
+            (0..3)
+                .flat_map(|t| (0..4).map(move |p| val(1, t, p)))
+                .collect::<Vec<_>>()
+        );
+
+        // NTHWC with 2 channels in [0, 1] floats: channel c = pixel/255·(c+1).
+        let mut f = Vec::new();
+        for _n in 0..2 {
+            for _t in 0..3 {
+                for p in 0..4 {
+                    for c in 0..2 {
+                        f.extend(((p * (c + 1)) as f32 / 255.0).to_le_bytes());
+                    }
+                }
+            }
+        }
+        let path = dir.path().join("b.npy");
+        std::fs::write(&path, write_npy("<f4", &[2, 3, 2, 2, 2], &f)).unwrap();
+        let a = ClipArray::open_npy(&path, Layout::Nthwc, Scale::Auto).unwrap();
+        assert_eq!(a.clip_shape, [3, 2, 2, 2]);
+        let mut out = vec![0u8; 24];
+        a.read_clip(0, &mut out).unwrap();
+        assert_eq!(&out[..8], &[0, 1, 2, 3, 0, 2, 4, 6]);
+
+        // A layout that does not fit, and a truncated file: data errors naming the file.
+        let e = ClipArray::open_npy(&path, Layout::Tnhw, Scale::Auto).unwrap_err();
+        assert!(
+            e.to_string().contains("b.npy") && e.to_string().contains("does not fit"),
+            "{e}"
+        );
+        assert_eq!(e.exit_code(), crate::exit::DATA);
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len() - 5]).unwrap();
+        let e = ClipArray::open_npy(&path, Layout::Nthwc, Scale::Auto).unwrap_err();
+        assert!(e.to_string().contains("truncated"), "{e}");
+    }
+}

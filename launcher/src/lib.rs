@@ -5,6 +5,9 @@
 
 pub mod cli;
 mod error;
+pub mod restart;
+pub mod slurm;
+pub mod topology;
 
 pub use error::{Error, Result};
 

@@ -8,7 +8,12 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod env;
 mod error;
+pub mod exit;
+pub mod protocol;
 pub mod telemetry;
 
+pub use env::{WorkerDevice, WorkerEnv};
 pub use error::{Error, Result};
+pub use protocol::{AgentClient, AgentError, Progress};

@@ -11,8 +11,11 @@ pub mod cli;
 pub mod cluster;
 pub mod console;
 mod error;
+pub mod plan;
 pub mod restart;
+pub mod shutdown;
 pub mod slurm;
+pub mod supervisor;
 mod sys;
 pub mod topology;
 

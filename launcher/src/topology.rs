@@ -716,3 +716,16 @@ mod tests {
         );
     }
 }
+
+/// The CPUs this process may run on (`sched_getaffinity`): what cgroups, `taskset` or
+/// `srun --cpu-bind` left to the launcher, and the most its workers may get.
+pub fn own_cpu_mask() -> Result<CpuSet> {
+    let set = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0))
+        .map_err(|e| Error::Usage(format!("sched_getaffinity: {e}")))?;
+    Ok(CpuSet(
+        (0..nix::sched::CpuSet::count())
+            .filter(|&c| set.is_set(c).unwrap_or(false))
+            .map(|c| c as u32)
+            .collect(),
+    ))
+}

@@ -10,8 +10,13 @@
 pub mod checkpoint;
 pub mod config;
 pub mod dataset;
+pub mod env;
 mod error;
+pub mod exit;
 pub mod fsutil;
+pub mod protocol;
 pub mod telemetry;
 
+pub use env::{WorkerDevice, WorkerEnv};
 pub use error::{Error, Result};
+pub use protocol::{AgentClient, AgentError, Progress};

@@ -26,6 +26,15 @@ pub struct LaunchConfig {
     pub collective_timeout_secs: f64,
     /// Grace between SIGTERM and SIGKILL when tearing workers down.
     pub grace_secs: f64,
+    /// After a preemption request (SIGTERM, SIGINT, SIGUSR1 or SIGUSR2 to the launcher), the
+    /// workers have this long to commit a checkpoint and exit 4 before they are killed. Keep
+    /// it below the lead time of `sbatch --signal` (and Slurm's KillWait for SIGTERM).
+    pub preempt_deadline_secs: f64,
+    /// A spawned worker must say hello on the agent socket within this many seconds or it
+    /// counts as hung (0: not enforced, for workers that never use the agent).
+    pub startup_timeout_secs: f64,
+    /// Delay before the first restart; it doubles with every further restart, up to 60 s.
+    pub restart_delay_secs: f64,
 }
 
 impl Default for LaunchConfig {
@@ -40,6 +49,9 @@ impl Default for LaunchConfig {
             heartbeat_timeout_secs: 300.0,
             collective_timeout_secs: 600.0,
             grace_secs: 30.0,
+            preempt_deadline_secs: 120.0,
+            startup_timeout_secs: 600.0,
+            restart_delay_secs: 1.0,
         }
     }
 }
@@ -89,14 +101,23 @@ impl LaunchConfig {
                 format!("must be a positive number of seconds (got {v})")
             });
         }
+        for (key, v) in [
+            ("launch.grace_secs", self.grace_secs),
+            ("launch.startup_timeout_secs", self.startup_timeout_secs),
+            ("launch.restart_delay_secs", self.restart_delay_secs),
+        ] {
+            check(errs, v.is_finite() && v >= 0.0, key, || {
+                format!("must be a non-negative number of seconds (got {v})")
+            });
+        }
         check(
             errs,
-            self.grace_secs.is_finite() && self.grace_secs >= 0.0,
-            "launch.grace_secs",
+            self.preempt_deadline_secs.is_finite() && self.preempt_deadline_secs > 0.0,
+            "launch.preempt_deadline_secs",
             || {
                 format!(
-                    "must be a non-negative number of seconds (got {})",
-                    self.grace_secs
+                    "must be a positive number of seconds (got {})",
+                    self.preempt_deadline_secs
                 )
             },
         );

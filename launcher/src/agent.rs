@@ -1,0 +1,1011 @@
+//! The launcher side of the agent channel (ARCHITECTURE §2.2): a Unix socket per launcher,
+//! served with tokio; framing and message types are `convtt_core::protocol`, shared with the
+//! workers' blocking `AgentClient`.
+//!
+//! One *hub* task per attempt owns all state; connection tasks only decode frames and forward
+//! them, so there are no locks. The hub:
+//! * accepts `hello` from this node's ranks of this attempt (any other rank, a duplicate or a
+//!   protocol mismatch is refused with `Failed`);
+//! * completes CPU collectives when every local rank has contributed: all-reduce sums the
+//!   contributions in ascending rank order (never arrival order, so results are bit-identical
+//!   from run to run), adds other nodes' partials through [`Cluster`] and divides by the world
+//!   size; broadcast takes rank 0's bytes; barrier just answers;
+//! * relays the NCCL unique id of the attempt from rank 0 to every rank of every node;
+//! * enforces every timeout (startup, heartbeat, collective, NCCL id) and reports the rank at
+//!   fault as an [`AgentEvent::Failure`]; waiting ranks get `Failed` with the same message.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use convtt_core::protocol::{frame_len, LauncherMsg, Progress, WorkerMsg, PROTOCOL_VERSION};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use crate::cluster::{Cluster, OpKey, OpKind};
+use crate::error::{Error, Result};
+
+/// What the supervisor learns from the hub.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AgentEvent {
+    /// A worker said hello.
+    Hello {
+        /// Rank.
+        rank: u32,
+        /// Its pid.
+        pid: u32,
+        /// Its CPUs.
+        cpus: String,
+        /// Its device.
+        device: String,
+    },
+    /// A heartbeat.
+    Progress {
+        /// Rank.
+        rank: u32,
+        /// Its progress.
+        progress: Progress,
+    },
+    /// A checkpoint was committed.
+    Checkpoint {
+        /// Step.
+        step: u64,
+        /// Directory.
+        path: String,
+    },
+    /// A worker announced its exit.
+    Goodbye {
+        /// Rank.
+        rank: u32,
+        /// Exit code it announced.
+        code: i32,
+        /// Why.
+        reason: String,
+    },
+    /// The attempt cannot go on (a timeout or protocol violation); the text names the rank.
+    Failure(String),
+}
+
+/// Timing and layout of one attempt, as the hub needs it.
+#[derive(Debug, Clone)]
+pub struct AttemptSpec {
+    /// Attempt number.
+    pub attempt: u32,
+    /// Workers over all nodes.
+    pub world_size: u32,
+    /// Global ranks of this node's workers.
+    pub local_ranks: Vec<u32>,
+    /// A worker that said hello must send something this often.
+    pub heartbeat_timeout: Duration,
+    /// A worker must say hello this soon after the attempt starts (`None`: not enforced).
+    pub startup_timeout: Option<Duration>,
+    /// Bound on every collective and on the NCCL id.
+    pub collective_timeout: Duration,
+}
+
+/// The socket, bound once per launcher and served once per attempt.
+#[derive(Debug)]
+pub struct AgentServer {
+    listener: Arc<UnixListener>,
+    path: PathBuf,
+}
+
+impl AgentServer {
+    /// Binds `path` (a stale socket file left by a dead launcher is replaced).
+    pub fn bind(path: &Path) -> Result<AgentServer> {
+        if path.exists() {
+            std::fs::remove_file(path).map_err(|e| Error::io(path, e))?;
+        }
+        let listener = UnixListener::bind(path).map_err(|e| Error::io(path, e))?;
+        Ok(AgentServer {
+            listener: Arc::new(listener),
+            path: path.to_owned(),
+        })
+    }
+
+    /// The socket path (`CONVTT_AGENT`).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Serves one attempt until the returned handle is dropped.
+    pub fn serve(
+        &self,
+        spec: AttemptSpec,
+        cluster: Cluster,
+    ) -> (Attempt, mpsc::UnboundedReceiver<AgentEvent>) {
+        let (events, rx) = mpsc::unbounded_channel();
+        let (hub_tx, hub_rx) = mpsc::unbounded_channel();
+        let mut tasks = JoinSet::new();
+        tasks.spawn(accept_loop(self.listener.clone(), hub_tx.clone()));
+        let hub = Hub::new(spec, cluster, events, hub_tx.clone());
+        tasks.spawn(hub.run(hub_rx));
+        (
+            Attempt {
+                hub: hub_tx,
+                _tasks: tasks,
+            },
+            rx,
+        )
+    }
+}
+
+impl Drop for AgentServer {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// A served attempt. Dropping it stops the hub and closes every connection.
+#[derive(Debug)]
+pub struct Attempt {
+    hub: mpsc::UnboundedSender<HubIn>,
+    _tasks: JoinSet<()>,
+}
+
+impl Attempt {
+    /// Asks every connected worker (and every one that connects later) to checkpoint and exit 4.
+    pub fn preempt(&self, deadline: Duration) {
+        let _ = self.hub.send(HubIn::Preempt(deadline));
+    }
+}
+
+enum HubIn {
+    Connected(u64, mpsc::UnboundedSender<LauncherMsg>),
+    Msg(u64, WorkerMsg),
+    Closed(u64, Option<String>),
+    Preempt(Duration),
+    Remote(OpKey, std::result::Result<Remote, String>),
+}
+
+enum Remote {
+    Sum(Vec<f32>),
+    Bytes(Vec<u8>),
+    Done,
+}
+
+async fn accept_loop(listener: Arc<UnixListener>, hub: mpsc::UnboundedSender<HubIn>) {
+    // Connection tasks live in this JoinSet: aborting the accept loop closes them all.
+    let mut conns = JoinSet::new();
+    let mut next = 0u64;
+    loop {
+        let stream = match listener.accept().await {
+            Ok((s, _)) => s,
+            Err(e) => {
+                tracing::warn!("agent socket: accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        next += 1;
+        conns.spawn(connection(next, stream, hub.clone()));
+        while conns.try_join_next().is_some() {}
+    }
+}
+
+async fn connection(id: u64, stream: UnixStream, hub: mpsc::UnboundedSender<HubIn>) {
+    let (mut r, mut w) = stream.into_split();
+    let (tx, mut rx) = mpsc::unbounded_channel::<LauncherMsg>();
+    if hub.send(HubIn::Connected(id, tx)).is_err() {
+        return;
+    }
+    let writer = async move {
+        while let Some(m) = rx.recv().await {
+            if w.write_all(&m.encode()).await.is_err() {
+                break;
+            }
+        }
+    };
+    let reader = async {
+        loop {
+            let mut prefix = [0u8; 4];
+            match r.read_exact(&mut prefix).await {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return None,
+                Err(e) => return Some(e.to_string()),
+            }
+            let n = match frame_len(prefix) {
+                Ok(n) => n,
+                Err(e) => return Some(e.to_string()),
+            };
+            let mut body = vec![0u8; n];
+            if let Err(e) = r.read_exact(&mut body).await {
+                return Some(e.to_string());
+            }
+            match WorkerMsg::decode(&body) {
+                Ok(m) => {
+                    if hub.send(HubIn::Msg(id, m)).is_err() {
+                        return None;
+                    }
+                }
+                Err(e) => return Some(e.to_string()),
+            }
+        }
+    };
+    // The reader ends the connection; the writer ends when the hub drops its sender.
+    let err = tokio::select! {
+        e = reader => e,
+        () = writer => None,
+    };
+    let _ = hub.send(HubIn::Closed(id, err));
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    AllReduce,
+    Broadcast,
+    Barrier,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::AllReduce => "all_reduce",
+            Kind::Broadcast => "broadcast",
+            Kind::Barrier => "barrier",
+        }
+    }
+}
+
+struct Op {
+    kind: Kind,
+    started: Instant,
+    parts: BTreeMap<u32, Vec<u8>>,
+    floats: BTreeMap<u32, Vec<f32>>,
+    remote: bool,
+}
+
+struct RankState {
+    conn: Option<u64>,
+    hello: bool,
+    last_seen: Instant,
+}
+
+struct Hub {
+    spec: AttemptSpec,
+    cluster: Cluster,
+    events: mpsc::UnboundedSender<AgentEvent>,
+    me: mpsc::UnboundedSender<HubIn>,
+    started: Instant,
+    conns: HashMap<u64, (mpsc::UnboundedSender<LauncherMsg>, Option<u32>)>,
+    ranks: BTreeMap<u32, RankState>,
+    ops: BTreeMap<u64, Op>,
+    nccl_id: Option<Vec<u8>>,
+    nccl_waiters: BTreeSet<u32>,
+    nccl_since: Option<Instant>,
+    nccl_remote: bool,
+    preempt: Option<Duration>,
+    failed: bool,
+}
+
+impl Hub {
+    fn new(
+        spec: AttemptSpec,
+        cluster: Cluster,
+        events: mpsc::UnboundedSender<AgentEvent>,
+        me: mpsc::UnboundedSender<HubIn>,
+    ) -> Hub {
+        let now = Instant::now();
+        let ranks = spec
+            .local_ranks
+            .iter()
+            .map(|&r| {
+                (
+                    r,
+                    RankState {
+                        conn: None,
+                        hello: false,
+                        last_seen: now,
+                    },
+                )
+            })
+            .collect();
+        Hub {
+            spec,
+            cluster,
+            events,
+            me,
+            started: now,
+            conns: HashMap::new(),
+            ranks,
+            ops: BTreeMap::new(),
+            nccl_id: None,
+            nccl_waiters: BTreeSet::new(),
+            nccl_since: None,
+            nccl_remote: false,
+            preempt: None,
+            failed: false,
+        }
+    }
+
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<HubIn>) {
+        let tick = (self.spec.collective_timeout / 4)
+            .min(self.spec.heartbeat_timeout / 4)
+            .clamp(Duration::from_millis(20), Duration::from_secs(1));
+        let mut timer = tokio::time::interval(tick);
+        loop {
+            tokio::select! {
+                m = rx.recv() => match m {
+                    Some(m) => self.handle(m),
+                    None => return,
+                },
+                _ = timer.tick() => self.check_timeouts(),
+            }
+        }
+    }
+
+    fn send_conn(&self, conn: u64, msg: LauncherMsg) {
+        if let Some((tx, _)) = self.conns.get(&conn) {
+            let _ = tx.send(msg);
+        }
+    }
+
+    fn send_rank(&self, rank: u32, msg: LauncherMsg) {
+        if let Some(c) = self.ranks.get(&rank).and_then(|r| r.conn) {
+            self.send_conn(c, msg);
+        }
+    }
+
+    fn fail(&mut self, msg: String) {
+        tracing::error!("{msg}");
+        self.failed = true;
+        let _ = self.events.send(AgentEvent::Failure(msg));
+    }
+
+    fn handle(&mut self, m: HubIn) {
+        match m {
+            HubIn::Connected(id, tx) => {
+                self.conns.insert(id, (tx, None));
+            }
+            HubIn::Closed(id, err) => {
+                if let Some((_, Some(rank))) = self.conns.remove(&id) {
+                    if let Some(r) = self.ranks.get_mut(&rank) {
+                        r.conn = None;
+                    }
+                    if let Some(e) = err {
+                        self.fail(format!("rank {rank}: broken agent connection: {e}"));
+                    }
+                }
+            }
+            HubIn::Preempt(deadline) => {
+                self.preempt = Some(deadline);
+                let msg = LauncherMsg::Preempt {
+                    deadline_ms: deadline.as_millis() as u64,
+                };
+                for r in self.ranks.keys().copied().collect::<Vec<_>>() {
+                    self.send_rank(r, msg.clone());
+                }
+            }
+            HubIn::Msg(id, msg) => self.message(id, msg),
+            HubIn::Remote(key, res) => self.remote_done(key, res),
+        }
+    }
+
+    fn message(&mut self, conn: u64, msg: WorkerMsg) {
+        let rank = match (self.conns.get(&conn).and_then(|c| c.1), &msg) {
+            (None, WorkerMsg::Hello { .. }) => None,
+            (None, _) => {
+                self.send_conn(
+                    conn,
+                    LauncherMsg::Failed {
+                        msg: "say hello first".into(),
+                    },
+                );
+                return;
+            }
+            (Some(r), _) => Some(r),
+        };
+        if let Some(r) = rank.and_then(|r| self.ranks.get_mut(&r)) {
+            r.last_seen = Instant::now();
+        }
+        match (rank, msg) {
+            (
+                _,
+                WorkerMsg::Hello {
+                    version,
+                    rank: r,
+                    pid,
+                    cpus,
+                    device,
+                },
+            ) => {
+                let refuse = if version != PROTOCOL_VERSION {
+                    Some(format!(
+                        "rank {r}: agent protocol version {version}, launcher speaks {PROTOCOL_VERSION} \
+                         (worker and launcher binaries are from different builds)"
+                    ))
+                } else if rank.is_some() {
+                    Some(format!("rank {r}: second hello on one connection"))
+                } else {
+                    match self.ranks.get(&r) {
+                        None => Some(format!(
+                            "rank {r} is not a worker of this node in attempt {} (local ranks {:?})",
+                            self.spec.attempt, self.spec.local_ranks
+                        )),
+                        Some(st) if st.hello => Some(format!("rank {r} said hello twice")),
+                        Some(_) => None,
+                    }
+                };
+                if let Some(msg) = refuse {
+                    self.send_conn(conn, LauncherMsg::Failed { msg: msg.clone() });
+                    self.fail(msg);
+                    return;
+                }
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    c.1 = Some(r);
+                }
+                let st = self.ranks.get_mut(&r).expect("checked above");
+                st.conn = Some(conn);
+                st.hello = true;
+                st.last_seen = Instant::now();
+                self.send_conn(
+                    conn,
+                    LauncherMsg::Welcome {
+                        attempt: self.spec.attempt,
+                        world_size: self.spec.world_size,
+                    },
+                );
+                if let Some(d) = self.preempt {
+                    self.send_conn(
+                        conn,
+                        LauncherMsg::Preempt {
+                            deadline_ms: d.as_millis() as u64,
+                        },
+                    );
+                }
+                let _ = self.events.send(AgentEvent::Hello {
+                    rank: r,
+                    pid,
+                    cpus,
+                    device,
+                });
+            }
+            (Some(r), WorkerMsg::Heartbeat(progress)) => {
+                let _ = self.events.send(AgentEvent::Progress { rank: r, progress });
+            }
+            (Some(r), WorkerMsg::CheckpointCommitted { step, path }) => {
+                tracing::info!(rank = r, step, "checkpoint committed: {path}");
+                let _ = self.events.send(AgentEvent::Checkpoint { step, path });
+            }
+            (Some(r), WorkerMsg::Goodbye { code, reason }) => {
+                let _ = self.events.send(AgentEvent::Goodbye {
+                    rank: r,
+                    code,
+                    reason,
+                });
+            }
+            (Some(r), WorkerMsg::NcclId(id)) => self.nccl_published(r, id),
+            (Some(r), WorkerMsg::WantNcclId) => self.nccl_wanted(r),
+            (Some(r), WorkerMsg::AllReduce { seq, data }) => {
+                self.contribute(r, seq, Kind::AllReduce, Vec::new(), data)
+            }
+            (Some(r), WorkerMsg::Broadcast { seq, data }) => {
+                self.contribute(r, seq, Kind::Broadcast, data, Vec::new())
+            }
+            (Some(r), WorkerMsg::Barrier { seq }) => {
+                self.contribute(r, seq, Kind::Barrier, Vec::new(), Vec::new())
+            }
+            (None, _) => unreachable!("non-hello messages need a rank"),
+        }
+    }
+
+    fn nccl_key(&self) -> OpKey {
+        OpKey {
+            kind: OpKind::NcclId,
+            attempt: self.spec.attempt,
+            seq: 0,
+        }
+    }
+
+    fn nccl_published(&mut self, rank: u32, id: Vec<u8>) {
+        if rank != 0 {
+            let msg = format!("rank {rank} published an NCCL id; only rank 0 may");
+            self.send_rank(rank, LauncherMsg::Failed { msg: msg.clone() });
+            return self.fail(msg);
+        }
+        if self.cluster.num_nodes() > 1 && !self.nccl_remote {
+            self.nccl_remote = true;
+            let (cluster, me, key, bytes) = (
+                self.cluster.clone(),
+                self.me.clone(),
+                self.nccl_key(),
+                id.clone(),
+            );
+            tokio::spawn(async move {
+                let r = cluster.bcast(key, Some(bytes)).await.map(Remote::Bytes);
+                let _ = me.send(HubIn::Remote(key, r));
+            });
+        }
+        self.set_nccl_id(id);
+    }
+
+    fn set_nccl_id(&mut self, id: Vec<u8>) {
+        for w in std::mem::take(&mut self.nccl_waiters) {
+            self.send_rank(w, LauncherMsg::NcclId(id.clone()));
+        }
+        self.nccl_since = None;
+        self.nccl_id = Some(id);
+    }
+
+    fn nccl_wanted(&mut self, rank: u32) {
+        if let Some(id) = &self.nccl_id {
+            return self.send_rank(rank, LauncherMsg::NcclId(id.clone()));
+        }
+        self.nccl_waiters.insert(rank);
+        self.nccl_since.get_or_insert_with(Instant::now);
+        let rank0_here = self.spec.local_ranks.contains(&0);
+        if !rank0_here && !self.nccl_remote {
+            self.nccl_remote = true;
+            let (cluster, me, key) = (self.cluster.clone(), self.me.clone(), self.nccl_key());
+            tokio::spawn(async move {
+                let r = cluster.bcast(key, None).await.map(Remote::Bytes);
+                let _ = me.send(HubIn::Remote(key, r));
+            });
+        }
+    }
+
+    fn contribute(&mut self, rank: u32, seq: u64, kind: Kind, bytes: Vec<u8>, floats: Vec<f32>) {
+        let op = self.ops.entry(seq).or_insert_with(|| Op {
+            kind,
+            started: Instant::now(),
+            parts: BTreeMap::new(),
+            floats: BTreeMap::new(),
+            remote: false,
+        });
+        if op.kind != kind {
+            let msg = format!(
+                "collective #{seq}: rank {rank} called {} while others called {} (ranks must issue \
+                 the same collectives in the same order)",
+                kind.name(),
+                op.kind.name()
+            );
+            return self.fail_op(seq, msg);
+        }
+        if op.parts.contains_key(&rank) || op.floats.contains_key(&rank) {
+            return self.fail_op(
+                seq,
+                format!("collective #{seq}: rank {rank} contributed twice"),
+            );
+        }
+        op.parts.insert(rank, bytes);
+        op.floats.insert(rank, floats);
+        if op.parts.len() == self.spec.local_ranks.len() {
+            self.local_complete(seq);
+        }
+    }
+
+    fn fail_op(&mut self, seq: u64, msg: String) {
+        if let Some(op) = self.ops.remove(&seq) {
+            for r in op.parts.keys() {
+                self.send_rank(*r, LauncherMsg::Failed { msg: msg.clone() });
+            }
+        }
+        self.fail(msg);
+    }
+
+    /// Every local rank contributed to `seq`: combine locally, then across nodes.
+    fn local_complete(&mut self, seq: u64) {
+        let op = self.ops.get_mut(&seq).expect("op exists");
+        let key_kind;
+        let local: std::result::Result<Remote, String> = match op.kind {
+            Kind::AllReduce => {
+                key_kind = OpKind::Sum;
+                let mut it = op.floats.iter();
+                let (&r0, first) = it.next().expect("at least one rank");
+                let mut sum = first.clone();
+                let mut bad = None;
+                // Fixed order: ascending rank (BTreeMap), whatever the arrival order was.
+                for (&r, v) in it {
+                    if v.len() != sum.len() {
+                        bad = Some(format!(
+                            "all_reduce #{seq}: rank {r} sent {} values, rank {r0} sent {}",
+                            v.len(),
+                            sum.len()
+                        ));
+                        break;
+                    }
+                    for (s, x) in sum.iter_mut().zip(v) {
+                        *s += *x;
+                    }
+                }
+                match bad {
+                    Some(m) => Err(m),
+                    None => Ok(Remote::Sum(sum)),
+                }
+            }
+            Kind::Broadcast => {
+                key_kind = OpKind::Bcast;
+                Ok(Remote::Bytes(op.parts.get(&0).cloned().unwrap_or_default()))
+            }
+            Kind::Barrier => {
+                key_kind = OpKind::Barrier;
+                Ok(Remote::Done)
+            }
+        };
+        let local = match local {
+            Ok(l) => l,
+            Err(m) => return self.fail_op(seq, m),
+        };
+        if self.cluster.num_nodes() == 1 {
+            return self.finish_op(seq, Ok(local));
+        }
+        op.remote = true;
+        let key = OpKey {
+            kind: key_kind,
+            attempt: self.spec.attempt,
+            seq,
+        };
+        let node0 = self.cluster.node_rank() == 0;
+        let (cluster, me) = (self.cluster.clone(), self.me.clone());
+        tokio::spawn(async move {
+            let r = match local {
+                Remote::Sum(v) => cluster.sum(key, v).await.map(Remote::Sum),
+                Remote::Bytes(b) => cluster
+                    .bcast(key, node0.then_some(b))
+                    .await
+                    .map(Remote::Bytes),
+                Remote::Done => cluster.barrier(key).await.map(|()| Remote::Done),
+            };
+            let _ = me.send(HubIn::Remote(key, r));
+        });
+    }
+
+    fn remote_done(&mut self, key: OpKey, res: std::result::Result<Remote, String>) {
+        match key.kind {
+            OpKind::NcclId => match res {
+                Ok(Remote::Bytes(id)) => {
+                    if self.nccl_id.is_none() {
+                        self.set_nccl_id(id);
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => self.fail(format!("relaying the NCCL id between nodes failed: {e}")),
+            },
+            _ => self.finish_op(key.seq, res),
+        }
+    }
+
+    fn finish_op(&mut self, seq: u64, res: std::result::Result<Remote, String>) {
+        let Some(op) = self.ops.remove(&seq) else {
+            return;
+        };
+        let reply = match res {
+            Ok(Remote::Sum(mut v)) => {
+                let n = self.spec.world_size as f32;
+                for x in &mut v {
+                    *x /= n;
+                }
+                LauncherMsg::AllReduced { seq, data: v }
+            }
+            Ok(Remote::Bytes(data)) => LauncherMsg::Broadcasted { seq, data },
+            Ok(Remote::Done) => LauncherMsg::BarrierDone { seq },
+            Err(e) => {
+                let msg = format!("{} #{seq} across nodes failed: {e}", op.kind.name());
+                for r in op.parts.keys() {
+                    self.send_rank(*r, LauncherMsg::Failed { msg: msg.clone() });
+                }
+                return self.fail(msg);
+            }
+        };
+        for r in op.parts.keys() {
+            self.send_rank(*r, reply.clone());
+        }
+    }
+
+    fn check_timeouts(&mut self) {
+        let now = Instant::now();
+        // Collectives.
+        let late: Vec<u64> = self
+            .ops
+            .iter()
+            .filter(|(_, op)| now.duration_since(op.started) > self.spec.collective_timeout)
+            .map(|(s, _)| *s)
+            .collect();
+        for seq in late {
+            let op = &self.ops[&seq];
+            let missing: Vec<u32> = self
+                .spec
+                .local_ranks
+                .iter()
+                .copied()
+                .filter(|r| !op.parts.contains_key(r))
+                .collect();
+            let waiting: Vec<u32> = op.parts.keys().copied().collect();
+            let what = if missing.is_empty() {
+                "other nodes did not join".to_owned()
+            } else {
+                format!(
+                    "rank{} {} sent nothing",
+                    if missing.len() > 1 { "s" } else { "" },
+                    join(&missing)
+                )
+            };
+            let msg = format!(
+                "{} #{seq} timed out after {:.1} s: {what} (rank{} {} waiting)",
+                op.kind.name(),
+                self.spec.collective_timeout.as_secs_f64(),
+                if waiting.len() > 1 { "s" } else { "" },
+                join(&waiting),
+            );
+            self.fail_op(seq, msg);
+        }
+        // The NCCL id.
+        if let Some(t) = self.nccl_since {
+            if now.duration_since(t) > self.spec.collective_timeout {
+                let msg = format!(
+                    "rank 0 did not publish the NCCL id of attempt {} within {:.1} s (ranks {} waiting)",
+                    self.spec.attempt,
+                    self.spec.collective_timeout.as_secs_f64(),
+                    join(&self.nccl_waiters.iter().copied().collect::<Vec<_>>())
+                );
+                for w in std::mem::take(&mut self.nccl_waiters) {
+                    self.send_rank(w, LauncherMsg::Failed { msg: msg.clone() });
+                }
+                self.nccl_since = None;
+                self.fail(msg);
+            }
+        }
+        if self.failed {
+            return; // one failure tears the attempt down; don't pile on
+        }
+        // Startup and heartbeats. A rank blocked in a collective is covered by its timeout.
+        let busy: BTreeSet<u32> = self
+            .ops
+            .values()
+            .flat_map(|op| op.parts.keys().copied())
+            .collect();
+        let mut problems = Vec::new();
+        for (&r, st) in &self.ranks {
+            if !st.hello {
+                if let Some(limit) = self.spec.startup_timeout {
+                    if now.duration_since(self.started) > limit {
+                        problems.push(format!(
+                            "rank {r} did not connect to the agent socket within {:.1} s of its start",
+                            limit.as_secs_f64()
+                        ));
+                    }
+                }
+            } else if st.conn.is_some()
+                && !busy.contains(&r)
+                && !self.nccl_waiters.contains(&r)
+                && now.duration_since(st.last_seen) > self.spec.heartbeat_timeout
+            {
+                problems.push(format!(
+                    "rank {r} sent no heartbeat for {:.1} s: hung",
+                    now.duration_since(st.last_seen).as_secs_f64()
+                ));
+            }
+        }
+        if let Some(p) = problems.into_iter().next() {
+            self.fail(p);
+        }
+    }
+}
+
+fn join(v: &[u32]) -> String {
+    v.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::thread;
+
+    use convtt_core::protocol::AgentClient;
+    use convtt_core::{AgentError, WorkerDevice};
+
+    use super::*;
+
+    fn socket(tag: &str) -> PathBuf {
+        std::env::temp_dir().join(format!(
+            "convtt-agent-test-{tag}-{}.sock",
+            std::process::id()
+        ))
+    }
+
+    fn spec(n: u32, timeout_ms: u64) -> AttemptSpec {
+        AttemptSpec {
+            attempt: 3,
+            world_size: n,
+            local_ranks: (0..n).collect(),
+            heartbeat_timeout: Duration::from_secs(60),
+            startup_timeout: None,
+            collective_timeout: Duration::from_millis(timeout_ms),
+        }
+    }
+
+    fn client(path: &Path, rank: u32) -> AgentClient {
+        AgentClient::connect(path, rank, WorkerDevice::Cpu, "0", Duration::from_secs(20)).unwrap()
+    }
+
+    /// Runs `body(rank, client)` on `n` std threads against a real hub; returns their results.
+    fn with_clients<T: Send + 'static>(
+        tag: &str,
+        spec: AttemptSpec,
+        body: impl Fn(u32, AgentClient) -> T + Send + Sync + 'static,
+    ) -> (Vec<T>, Vec<AgentEvent>) {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let path = socket(tag);
+        let n = spec.local_ranks.len() as u32;
+        let server = rt.block_on(async { AgentServer::bind(&path) }).unwrap();
+        let (attempt, mut events) = rt.block_on(async { server.serve(spec, Cluster::Single) });
+        let body = Arc::new(body);
+        let handles: Vec<_> = (0..n)
+            .map(|r| {
+                let (p, b) = (path.clone(), body.clone());
+                thread::spawn(move || b(r, client(&p, r)))
+            })
+            .collect();
+        let out = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        drop(attempt);
+        let mut evs = Vec::new();
+        while let Ok(e) = events.try_recv() {
+            evs.push(e);
+        }
+        drop(server);
+        (out, evs)
+    }
+
+    #[test]
+    fn all_reduce_mean_sums_in_rank_order_whatever_the_arrival_order() {
+        // Values chosen so that f32 addition order matters: 1e8 + 1 == 1e8 in f32.
+        let contrib = [
+            vec![1e8f32, 1.0],
+            vec![1.0, 2.0],
+            vec![-1e8, 3.0],
+            vec![1.0, 4.0],
+        ];
+        let c = contrib.clone();
+        let (res, _) = with_clients("ar", spec(4, 10_000), move |r, mut cl| {
+            // Later ranks arrive first.
+            thread::sleep(Duration::from_millis(60 * (3 - r as u64)));
+            let mut buf = c[r as usize].clone();
+            cl.all_reduce_mean(&mut buf).unwrap();
+            let mut second = vec![r as f32; 3];
+            cl.all_reduce_mean(&mut second).unwrap();
+            (cl.attempt(), cl.world_size(), buf, second)
+        });
+        // Rank order: ((1e8 + 1) + -1e8) + 1 = 1 in f32 (arrival order would give 2).
+        let want0 = (((contrib[0][0] + contrib[1][0]) + contrib[2][0]) + contrib[3][0]) / 4.0;
+        assert_eq!(want0, 0.25);
+        for (attempt, world, buf, second) in &res {
+            assert_eq!((*attempt, *world), (3, 4));
+            assert_eq!(buf[0].to_bits(), want0.to_bits());
+            assert_eq!(buf[1], 2.5);
+            assert_eq!(second, &vec![1.5; 3]);
+        }
+    }
+
+    #[test]
+    fn broadcast_barrier_and_nccl_id_relay() {
+        let (res, events) = with_clients("bc", spec(3, 10_000), |r, mut cl| {
+            let mut buf = if r == 0 { *b"hello" } else { [0u8; 5] };
+            cl.broadcast(&mut buf).unwrap();
+            cl.barrier().unwrap();
+            let id = if r == 0 {
+                let id: Vec<u8> = (0..128).collect();
+                cl.send_nccl_id(&id).unwrap();
+                id
+            } else {
+                cl.recv_nccl_id().unwrap()
+            };
+            cl.heartbeat(&Progress {
+                step: 7,
+                ..Progress::default()
+            })
+            .unwrap();
+            cl.barrier().unwrap();
+            cl.goodbye(0, "done").unwrap();
+            (buf, id)
+        });
+        for (buf, id) in &res {
+            assert_eq!(buf, b"hello");
+            assert_eq!(id, &(0..128).collect::<Vec<u8>>());
+        }
+        let hellos = events
+            .iter()
+            .filter(|e| matches!(e, AgentEvent::Hello { .. }))
+            .count();
+        assert_eq!(hellos, 3);
+        assert!(events
+            .iter()
+            .any(|e| matches!(e, AgentEvent::Progress { progress, .. } if progress.step == 7)));
+        assert!(events
+            .iter()
+            .any(|e| matches!(e, AgentEvent::Goodbye { code: 0, .. })));
+        assert!(
+            !events.iter().any(|e| matches!(e, AgentEvent::Failure(_))),
+            "{events:?}"
+        );
+    }
+
+    #[test]
+    fn a_rank_that_never_contributes_times_out_by_name() {
+        let (res, events) = with_clients("to", spec(3, 300), |r, mut cl| {
+            if r == 2 {
+                // Alive but never joins the collective; wait for the others' verdict.
+                thread::sleep(Duration::from_millis(900));
+                return None;
+            }
+            let mut buf = vec![1.0f32];
+            Some(cl.all_reduce_mean(&mut buf).unwrap_err())
+        });
+        for e in res.iter().take(2) {
+            let e = e.as_ref().unwrap();
+            assert!(matches!(e, AgentError::Launcher(_)), "{e:?}");
+            let text = e.to_string();
+            assert!(text.contains("all_reduce #1 timed out"), "{text}");
+            assert!(text.contains("rank 2 sent nothing"), "{text}");
+        }
+        let failure = events.iter().find_map(|e| match e {
+            AgentEvent::Failure(m) => Some(m.clone()),
+            _ => None,
+        });
+        assert!(failure.unwrap().contains("rank 2 sent nothing"));
+    }
+
+    #[test]
+    fn the_client_times_out_on_a_silent_launcher_and_sees_preempt() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let path = socket("pre");
+        let server = rt.block_on(async { AgentServer::bind(&path) }).unwrap();
+        let (attempt, _events) =
+            rt.block_on(async { server.serve(spec(2, 60_000), Cluster::Single) });
+        let mut cl =
+            AgentClient::connect(&path, 1, WorkerDevice::Cpu, "0", Duration::from_millis(300))
+                .unwrap();
+        assert!(!cl.preempt_requested());
+        attempt.preempt(Duration::from_secs(5));
+        // Rank 0 never joins: the client's own timeout bounds the wait and names the rank.
+        let e = cl.barrier().unwrap_err();
+        assert!(matches!(e, AgentError::Timeout { rank: 1, .. }), "{e:?}");
+        assert!(e.to_string().contains("rank 1: no reply to barrier"), "{e}");
+        assert!(cl.preempt_requested());
+        // Connecting to a socket that never appears fails within the timeout.
+        let e = AgentClient::connect(
+            &socket("none"),
+            0,
+            WorkerDevice::Cpu,
+            "0",
+            Duration::from_millis(200),
+        )
+        .unwrap_err();
+        assert!(matches!(e, AgentError::Connect { .. }), "{e:?}");
+    }
+
+    #[test]
+    fn strangers_are_refused() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let path = socket("str");
+        let server = rt.block_on(async { AgentServer::bind(&path) }).unwrap();
+        let (_attempt, mut events) =
+            rt.block_on(async { server.serve(spec(2, 60_000), Cluster::Single) });
+        let e = AgentClient::connect(&path, 7, WorkerDevice::Cpu, "0", Duration::from_secs(5))
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("rank 7 is not a worker of this node"),
+            "{e}"
+        );
+        let _one = client(&path, 1);
+        let e = AgentClient::connect(&path, 1, WorkerDevice::Cpu, "0", Duration::from_secs(5))
+            .unwrap_err();
+        assert!(e.to_string().contains("rank 1 said hello twice"), "{e}");
+        let ev = rt.block_on(async { events.recv().await }).unwrap();
+        assert!(matches!(ev, AgentEvent::Failure(_)), "{ev:?}");
+    }
+}

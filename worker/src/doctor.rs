@@ -142,6 +142,18 @@ pub fn cpu_mask() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
+/// Number of CPUs in a kernel CPU list such as `0-3,8,10-11`.
+pub fn cpu_count(list: &str) -> Option<usize> {
+    let mut n = 0;
+    for part in list.trim().split(',').filter(|p| !p.is_empty()) {
+        n += match part.split_once('-') {
+            Some((a, b)) => b.trim().parse::<usize>().ok()? + 1 - a.trim().parse::<usize>().ok()?,
+            None => part.trim().parse::<usize>().map(|_| 1).ok()?,
+        };
+    }
+    (n > 0).then_some(n)
+}
+
 impl Report {
     /// What a GPU run needs and this machine lacks (empty when a GPU run can start).
     pub fn gpu_problems(&self) -> Vec<String> {
@@ -231,6 +243,14 @@ pub fn run(json: bool, require_gpu: bool) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_lists_are_counted() {
+        assert_eq!(cpu_count("0-3,8,10-11"), Some(7));
+        assert_eq!(cpu_count("5"), Some(1));
+        assert_eq!(cpu_count(""), None);
+        assert_eq!(cpu_count("x"), None);
+    }
 
     #[test]
     fn numa_nodes_are_read_in_node_order() {

@@ -2,21 +2,7 @@
 
 use std::path::PathBuf;
 
-/// Exit codes shared by `convtt-worker`, `convtt-data` and `convtt-launch` (ARCHITECTURE §3).
-pub mod exit {
-    /// Finished.
-    pub const OK: i32 = 0;
-    /// Configuration or usage error: never retried.
-    pub const CONFIG: i32 = 2;
-    /// Peer or collective failure: retried.
-    pub const PEER: i32 = 3;
-    /// Preempted after a committed checkpoint: requeue.
-    pub const PREEMPTED: i32 = 4;
-    /// Data error (bad shard): never retried.
-    pub const DATA: i32 = 5;
-    /// A missing runtime requirement (e.g. `doctor --require-gpu` without a usable GPU).
-    pub const UNAVAILABLE: i32 = 6;
-}
+pub use convtt_core::exit;
 
 /// Errors of the worker.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +21,12 @@ pub enum Error {
         /// What is wrong.
         msg: String,
     },
+    /// A peer or collective failed (retried by the launcher).
+    #[error("{0}")]
+    Peer(String),
+    /// The run was preempted after committing a checkpoint (requeue).
+    #[error("preempted after committing the checkpoint of step {0}")]
+    Preempted(u64),
     /// Something a requested run needs is not available on this machine.
     #[error("{0}")]
     Unavailable(String),
@@ -71,6 +63,8 @@ impl Error {
             | Error::Common(convtt_common::Error::Format { .. })
             | Error::Data { .. } => exit::DATA,
             Error::Unavailable(_) => exit::UNAVAILABLE,
+            Error::Peer(_) => exit::PEER,
+            Error::Preempted(_) => exit::PREEMPTED,
             Error::Common(_) | Error::Io { .. } | Error::Torch(_) => 1,
         }
     }

@@ -18,5 +18,11 @@ pub use error::{exit, Error, Result};
 pub fn run(cli: cli::Cli) -> Result<()> {
     match cli.command {
         cli::Command::Doctor { json, require_gpu } => doctor::run(json, require_gpu),
+        cli::Command::Train { config, run_dir, resume } => train::run(train::TrainArgs {
+            config: config.config,
+            overrides: config.overrides,
+            run_dir,
+            resume,
+        }),
     }
 }

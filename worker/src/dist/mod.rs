@@ -2,6 +2,9 @@
 //! holds the trait and the world-of-one backend; the Agent (CPU, through the launcher) and NCCL
 //! backends plug in behind the same trait.
 
+mod agent;
+
+pub use agent::Agent;
 use tch::{Kind, Tensor};
 
 use crate::error::Result;
@@ -20,6 +23,14 @@ pub trait Collective {
     fn broadcast(&mut self, buf: &mut Tensor) -> Result<()>;
     /// Returns once every rank has called it.
     fn barrier(&mut self) -> Result<()>;
+    /// Reports progress to whoever supervises this worker (nothing in a world of one).
+    fn heartbeat(&mut self, _progress: &convtt_core::protocol::Progress) -> Result<()> {
+        Ok(())
+    }
+    /// Rank 0: tells the supervisor a checkpoint was committed.
+    fn checkpoint_committed(&mut self, _step: u64, _path: &std::path::Path) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// A world of one: every operation is the identity.

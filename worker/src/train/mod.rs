@@ -1,7 +1,607 @@
-//! Training: schedules, the optimizer on a flat parameter buffer, and the loop.
+//! Training (`convtt-worker train`): data → model → loss → gradient all-reduce → clip → Adam on
+//! the flat buffer → validation, metrics log and sharded checkpoints; resume and preemption.
 //!
-//! Rank roles: every rank loads data, computes gradients and steps; only rank 0 validates
-//! configuration, writes metric logs and commits checkpoints (all ranks write their shards).
+//! Rank roles: every rank loads its share of the data, computes gradients and steps (all ranks
+//! hold identical parameters, checked every `train.param_check_every` steps); every rank writes
+//! its checkpoint shard; only rank 0 commits checkpoints and writes `metrics.jsonl` and
+//! `summary.toml`. Barriers surround checkpoint commits.
+//!
+//! Preemption (SIGTERM, SIGUSR1, SIGUSR2, or the launcher's preempt message) must make every
+//! rank stop at the same step, so the flag travels inside the gradient all-reduce: one extra
+//! element, no extra collective. A second SIGINT exits at once.
 
 pub mod optim;
 pub mod schedule;
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use convtt_common::checkpoint::{Manifest, RankState, FORMAT_VERSION};
+use convtt_common::config::ValidConfig;
+use convtt_common::metrics::FrameMetrics;
+use convtt_common::model::{scheduled_sampling_mask, MaskRng, Network, Rollout};
+use convtt_core::{AgentClient, WorkerDevice, WorkerEnv};
+use serde_json::json;
+use tch::{nn::VarStore, Device, Kind, Tensor};
+
+use crate::checkpoint::{self as ckpt, Resume};
+use crate::data::{self, Loader, Placement};
+use crate::dist::{parameter_drift, Agent, Collective, Single};
+use crate::error::{Error, Result};
+use optim::FlatParams;
+use schedule::Schedules;
+
+/// What `train` was asked to do.
+#[derive(Debug, Clone)]
+pub struct TrainArgs {
+    /// The run configuration.
+    pub config: PathBuf,
+    /// `section.key=value` overrides.
+    pub overrides: Vec<String>,
+    /// Run directory (default: the launcher's, else `launch.run_dir`).
+    pub run_dir: Option<PathBuf>,
+    /// What to resume from.
+    pub resume: Resume,
+}
+
+/// Where this worker stands in the job and what it computes on.
+pub struct Context {
+    /// The resolved configuration.
+    pub cfg: ValidConfig,
+    /// The launcher's environment (None for a world of one started by hand).
+    pub env: Option<WorkerEnv>,
+    /// The run directory.
+    pub run_dir: PathBuf,
+    /// The device.
+    pub device: Device,
+    /// Collectives.
+    pub coll: Box<dyn Collective>,
+    /// Set by signals or the launcher: checkpoint, then exit 4.
+    pub preempt: Arc<AtomicBool>,
+}
+
+impl Context {
+    /// Loads the config, reads the launcher's environment, picks the device, sets the thread
+    /// count and connects the collectives.
+    pub fn new(config: &Path, overrides: &[String], run_dir: Option<PathBuf>) -> Result<Self> {
+        let cfg = convtt_common::config::load(config, overrides)?;
+        let env = WorkerEnv::from_env().map_err(|e| Error::Usage(e.to_string()))?;
+        let run_dir = run_dir
+            .or_else(|| env.as_ref().map(|e| e.run_dir.clone()))
+            .unwrap_or_else(|| PathBuf::from(cfg.launch.resolved_run_dir()));
+        let device = pick_device(&cfg, env.as_ref())?;
+        set_threads(cfg.train.threads);
+        let preempt = Arc::new(AtomicBool::new(false));
+        install_signals(&preempt)?;
+        let coll: Box<dyn Collective> = match &env {
+            None => Box::new(Single),
+            Some(e) => {
+                let timeout = Duration::from_secs_f64(cfg.launch.collective_timeout_secs + 30.0);
+                let client = AgentClient::from_env(e, timeout).map_err(|e| Error::Peer(e.to_string()))?;
+                let flag = client.preempt_flag();
+                let ours = preempt.clone();
+                // The launcher's preempt message sets the client's flag; mirror it into ours.
+                std::thread::spawn(move || loop {
+                    if flag.load(Ordering::Acquire) {
+                        ours.store(true, Ordering::Release);
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                });
+                Box::new(Agent::new(client))
+            }
+        };
+        Ok(Context { cfg, env, run_dir, device, coll, preempt })
+    }
+
+    fn rank(&self) -> usize {
+        self.coll.rank()
+    }
+
+    fn attempt(&self) -> u32 {
+        self.env.as_ref().map_or(0, |e| e.attempt)
+    }
+}
+
+fn pick_device(cfg: &ValidConfig, env: Option<&WorkerEnv>) -> Result<Device> {
+    use convtt_common::config::DeviceKind;
+    let cuda = |k: usize| {
+        if tch::Cuda::is_available() && (k as i64) < tch::Cuda::device_count() {
+            Ok(Device::Cuda(k))
+        } else {
+            Err(Error::Unavailable(format!(
+                "CUDA device {k} is not available (run `convtt-worker doctor --require-gpu`)"
+            )))
+        }
+    };
+    match (cfg.train.device, env.map(|e| e.device)) {
+        (DeviceKind::Cpu, _) => Ok(Device::Cpu),
+        (_, Some(WorkerDevice::Cuda(k))) => cuda(k as usize),
+        (DeviceKind::Cuda, _) => cuda(0),
+        (DeviceKind::Auto, _) => Ok(Device::Cpu),
+    }
+}
+
+/// Intra-op threads: the configured number, else one per CPU of this process's mask (so two
+/// workers pinned to one core each do not oversubscribe).
+fn set_threads(configured: usize) {
+    let n = if configured > 0 {
+        configured
+    } else {
+        crate::doctor::cpu_count(&crate::doctor::cpu_mask()).unwrap_or(1).max(1)
+    };
+    tch::set_num_threads(n as i32);
+}
+
+fn install_signals(flag: &Arc<AtomicBool>) -> Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
+    let err = |e: std::io::Error| Error::Usage(format!("cannot install signal handlers: {e}"));
+    for sig in [SIGTERM, SIGUSR1, SIGUSR2] {
+        signal_hook::flag::register(sig, flag.clone()).map_err(err)?;
+    }
+    // First SIGINT: preempt (checkpoint, exit 4). Second: exit at once (130).
+    signal_hook::flag::register_conditional_shutdown(SIGINT, 130, flag.clone()).map_err(err)?;
+    signal_hook::flag::register(SIGINT, flag.clone()).map_err(err)?;
+    Ok(())
+}
+
+/// Loss of the reference: mean L1 + mean L2 over all predicted frames.
+pub fn loss(pred: &Tensor, target: &Tensor) -> Tensor {
+    let d = pred - target;
+    d.abs().mean(Kind::Float) + d.square().mean(Kind::Float)
+}
+
+/// The seed of the scheduled-sampling mask of `step` on `rank`.
+fn mask_seed(seed: u64, step: u64, rank: usize) -> u64 {
+    let mut r = MaskRng::new(seed ^ 0x5EED_0000_0000_0000);
+    let a = r.next_u64();
+    a ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (rank as u64).wrapping_mul(0xD1B5_4A32_D192_ED03)
+}
+
+/// Validation result (global means over every rank's clips).
+#[derive(Debug, Clone)]
+pub struct Validation {
+    /// L1 + L2 loss over all I + F − 1 outputs (teacher forcing off).
+    pub loss: f64,
+    /// Per-frame metric means over the F future frames.
+    pub frames: FrameMetrics,
+}
+
+/// Runs the model over `loader` (autoregressive) and reduces loss and metrics over ranks.
+pub fn validate(
+    net: &Network,
+    loader: &Loader,
+    coll: &mut dyn Collective,
+    input: usize,
+    future: usize,
+) -> Result<Validation> {
+    let mut sums: Option<FrameMetrics> = None;
+    let mut loss_sum = 0.0;
+    tch::no_grad(|| -> Result<()> {
+        for batch in loader.epoch(0) {
+            let clips = batch?.clips;
+            let rollout = Rollout::training(input, future, None);
+            let out = net.forward(&clips.narrow(1, 0, input as i64), &rollout)?;
+            let target = clips.narrow(1, 1, (input + future - 1) as i64);
+            let b = clips.size()[0] as f64;
+            loss_sum += loss(&out, &target).double_value(&[]) * b;
+            let pred = out.narrow(1, input as i64 - 1, future as i64);
+            let truth = clips.narrow(1, input as i64, future as i64);
+            let m = FrameMetrics::compute(&pred, &truth)?;
+            match &mut sums {
+                Some(s) => s.add(&m),
+                None => sums = Some(m),
+            }
+        }
+        Ok(())
+    })?;
+    let mut flat = sums.as_ref().map_or_else(|| vec![0.0; 1 + 6 * future], FrameMetrics::to_flat);
+    flat.push(loss_sum);
+    coll.all_reduce_sum_f64(&mut flat)?;
+    let loss_total = flat.pop().unwrap_or(0.0);
+    let totals = FrameMetrics::from_flat(&flat, future);
+    Ok(Validation { loss: loss_total / totals.samples.max(1) as f64, frames: totals.means() })
+}
+
+/// Mean over frames of a per-frame vector.
+pub fn mean(v: &[f64]) -> f64 {
+    if v.is_empty() {
+        0.0
+    } else {
+        v.iter().sum::<f64>() / v.len() as f64
+    }
+}
+
+/// Appends JSON lines to `<run>/metrics.jsonl` (rank 0 only).
+struct MetricsLog(Option<std::fs::File>);
+
+impl MetricsLog {
+    fn open(run_dir: &Path, rank: usize) -> Result<Self> {
+        if rank != 0 {
+            return Ok(MetricsLog(None));
+        }
+        let path = run_dir.join("metrics.jsonl");
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        Ok(MetricsLog(Some(f)))
+    }
+
+    fn write(&mut self, v: serde_json::Value) {
+        if let Some(f) = &mut self.0 {
+            if let Err(e) = writeln!(f, "{v}") {
+                tracing::warn!("cannot append to metrics.jsonl: {e}");
+            }
+        }
+    }
+}
+
+/// Training progress that a checkpoint captures.
+#[derive(Debug, Clone, Default)]
+struct Cursor {
+    step: u64,
+    epoch: u64,
+    batches_done: u64,
+    samples_seen: u64,
+}
+
+/// `convtt-worker train`.
+pub fn run(args: TrainArgs) -> Result<()> {
+    let mut ctx = Context::new(&args.config, &args.overrides, args.run_dir.clone())?;
+    let result = train(&mut ctx, &args.resume);
+    if let (Some(agent), Err(e)) = (ctx.env.as_ref(), &result) {
+        tracing::debug!(rank = agent.rank, "training ends with: {e}");
+    }
+    result
+}
+
+fn train(ctx: &mut Context, resume: &Resume) -> Result<()> {
+    let cfg = ctx.cfg.clone();
+    let (rank, world) = (ctx.rank(), ctx.coll.world_size());
+    let (input, future) = (cfg.data.input_frames, cfg.data.future_frames);
+    let ckpt_root = ctx.run_dir.join("checkpoints");
+    if rank == 0 {
+        for d in [&ctx.run_dir, &ckpt_root] {
+            std::fs::create_dir_all(d).map_err(|e| Error::io(d, e))?;
+        }
+        ckpt::remove_stale_tmp(&ckpt_root);
+        let cfg_path = ctx.run_dir.join("config.toml");
+        if !cfg_path.exists() {
+            convtt_common::fsutil::write_atomic(&cfg_path, cfg.to_toml().as_bytes())?;
+        }
+    }
+    ctx.coll.barrier()?;
+
+    tch::manual_seed(cfg.train.seed as i64);
+    let vs = VarStore::new(ctx.device);
+    let net = Network::new(&vs.root(), &cfg.model);
+    let mut flat = FlatParams::new(&vs);
+    ctx.coll.broadcast(&mut flat.params)?;
+
+    let mut sched = Schedules::new(&cfg.optim);
+    let mut cur = Cursor::default();
+    if let Some((dir, m)) = ckpt::resolve(&ckpt_root, resume)? {
+        restore(&cfg, &dir, &m, &mut flat, &mut sched, &mut cur)?;
+        tracing::info!(step = cur.step, "resumed from {}", dir.display());
+    }
+
+    let at = Placement { world, rank, device: ctx.device };
+    let loader = data::train_loader(&cfg.data, cfg.train.seed, at)?;
+    let steps_per_epoch = loader.steps() as u64;
+    if steps_per_epoch == 0 {
+        return Err(Error::Usage(format!(
+            "{}: too few training clips for one batch of {} on each of {world} workers",
+            cfg.data.dataset,
+            cfg.data.batch_size / world
+        )));
+    }
+    let valid = match data::eval_loader(
+        &cfg.data,
+        &cfg.data.valid_split,
+        cfg.data.max_valid_clips,
+        input + future,
+        at,
+    ) {
+        Ok(l) if l.steps() > 0 => Some(l),
+        Ok(_) => None,
+        Err(e) => {
+            tracing::warn!("no validation: {e}");
+            None
+        }
+    };
+    let mut total = cfg.train.epochs as u64 * steps_per_epoch;
+    if cfg.train.max_steps > 0 {
+        total = total.min(cfg.train.max_steps);
+    }
+    let mut log = MetricsLog::open(&ctx.run_dir, rank)?;
+    if rank == 0 {
+        tracing::info!(
+            world,
+            steps_per_epoch,
+            total_steps = total,
+            params = flat.numel(),
+            "training {} on {:?}",
+            cfg.launch.name,
+            ctx.device
+        );
+    }
+
+    let per_rank_batch = (cfg.data.batch_size / world) as u64;
+    let mut last_saved = cur.step;
+    let mut window = (Instant::now(), 0u64, 0.0f64, 0u64); // (since, samples, loss sum, steps)
+    let mut last_loss = f64::NAN;
+    'epochs: while cur.epoch < cfg.train.epochs as u64 && cur.step < total {
+        let skip = cur.batches_done;
+        for (i, batch) in loader.epoch(cur.epoch).enumerate() {
+            if (i as u64) < skip {
+                continue;
+            }
+            let clips = batch?.clips;
+            let lr = sched.lr_at(&cfg.optim, cur.step, total);
+            let ratio = sched.ss_ratio_at(&cfg.optim, cur.step, total);
+            let mut mrng = MaskRng::new(mask_seed(cfg.train.seed, cur.step, rank));
+            let mask = scheduled_sampling_mask(&mut mrng, clips.size()[0] as usize, future, ratio);
+            let steps_in = (input + future - 1) as i64;
+            let rollout = Rollout::training(input, future, mask);
+            let out = net.forward(&clips.narrow(1, 0, steps_in), &rollout)?;
+            let l = loss(&out, &clips.narrow(1, 1, steps_in));
+            flat.zero_grad();
+            l.backward();
+            // One all-reduce: gradients, this rank's loss, and the preemption flag.
+            let stop = ctx.preempt.load(Ordering::Acquire);
+            let extra = Tensor::from_slice(&[l.double_value(&[]) as f32, f32::from(u8::from(stop))])
+                .to_device(ctx.device);
+            let mut buf = Tensor::cat(&[flat.flat_grad(), extra], 0);
+            ctx.coll.all_reduce_mean(&mut buf)?;
+            let n = flat.numel();
+            let mut grad = buf.narrow(0, 0, n);
+            let tail = Vec::<f32>::try_from(buf.narrow(0, n, 2).to_device(Device::Cpu))?;
+            if cfg.optim.gradient_clipping {
+                FlatParams::clip(&mut grad, cfg.optim.clipping_threshold);
+            }
+            flat.adam_step(&grad, lr, &cfg.optim);
+            cur.step += 1;
+            cur.batches_done += 1;
+            cur.samples_seen += per_rank_batch * world as u64;
+            let step_loss = f64::from(tail[0]);
+            last_loss = step_loss;
+            window.1 += per_rank_batch * world as u64;
+            window.2 += step_loss;
+            window.3 += 1;
+
+            if cur.step % cfg.train.log_every == 0 || cur.step == total {
+                let secs = window.0.elapsed().as_secs_f64().max(1e-9);
+                let sps = window.1 as f64 / secs;
+                let mean_loss = window.2 / window.3.max(1) as f64;
+                if rank == 0 {
+                    tracing::info!(
+                        step = cur.step,
+                        epoch = cur.epoch,
+                        loss = format!("{mean_loss:.5}"),
+                        lr = format!("{lr:.3e}"),
+                        ss_ratio = format!("{ratio:.3}"),
+                        samples_per_s = format!("{sps:.1}"),
+                        "train {}/{}",
+                        cur.step,
+                        total
+                    );
+                }
+                log.write(json!({"kind": "train", "step": cur.step, "epoch": cur.epoch,
+                    "loss": mean_loss, "lr": lr, "ss_ratio": ratio, "samples_per_s": sps}));
+                heartbeat(ctx, &cur, total, mean_loss, sps);
+                window = (Instant::now(), 0, 0.0, 0);
+            }
+            let pc = cfg.train.param_check_every;
+            if pc > 0 && cur.step % pc == 0 && world > 1 {
+                let drift = parameter_drift(ctx.coll.as_mut(), &flat.params)?;
+                if drift > 1e-5 {
+                    return Err(Error::Peer(format!(
+                        "rank {rank}: parameters differ from the other ranks' mean by {drift:.2e} \
+                         (relative) at step {}",
+                        cur.step
+                    )));
+                }
+            }
+            let mut metrics = None;
+            if cfg.train.valid_every > 0 && cur.step % cfg.train.valid_every == 0 {
+                if let Some(v) = &valid {
+                    metrics = Some(run_validation(&net, v, ctx, &mut log, &cur, input, future)?);
+                }
+            }
+            let every = cfg.checkpoint.every_steps;
+            let preempted = tail[1] > 0.0;
+            if (every > 0 && cur.step % every == 0) || preempted {
+                save(ctx, &flat, &sched, &cur, metrics.as_ref())?;
+                last_saved = cur.step;
+            }
+            if preempted {
+                return Err(Error::Preempted(cur.step));
+            }
+            if cur.step >= total {
+                break 'epochs;
+            }
+        }
+        // End of epoch.
+        let v = match &valid {
+            Some(v) if cfg.train.valid_every == 0 => {
+                Some(run_validation(&net, v, ctx, &mut log, &cur, input, future)?)
+            }
+            _ => None,
+        };
+        sched.end_epoch(&cfg.optim, cur.epoch as usize, v.as_ref().map(|v| v.loss));
+        cur.epoch += 1;
+        cur.batches_done = 0;
+    }
+    let final_valid = match &valid {
+        Some(v) => Some(run_validation(&net, v, ctx, &mut log, &cur, input, future)?),
+        None => None,
+    };
+    if last_saved != cur.step {
+        save(ctx, &flat, &sched, &cur, final_valid.as_ref())?;
+    }
+    if rank == 0 {
+        write_summary(&ctx.run_dir, &cur, last_loss, final_valid.as_ref())?;
+        tracing::info!(step = cur.step, "training finished: {}", ctx.run_dir.display());
+    }
+    Ok(())
+}
+
+fn heartbeat(ctx: &mut Context, cur: &Cursor, total: u64, loss: f64, sps: f64) {
+    let progress = convtt_core::protocol::Progress {
+        step: cur.step,
+        total_steps: total,
+        epoch: cur.epoch as u32,
+        loss: loss as f32,
+        samples_per_sec: sps as f32,
+    };
+    if let Err(e) = ctx.coll.heartbeat(&progress) {
+        tracing::warn!("heartbeat: {e}");
+    }
+}
+
+fn run_validation(
+    net: &Network,
+    loader: &Loader,
+    ctx: &mut Context,
+    log: &mut MetricsLog,
+    cur: &Cursor,
+    input: usize,
+    future: usize,
+) -> Result<Validation> {
+    let v = validate(net, loader, ctx.coll.as_mut(), input, future)?;
+    let f = &v.frames;
+    if ctx.rank() == 0 {
+        tracing::info!(
+            step = cur.step,
+            loss = format!("{:.5}", v.loss),
+            mse_x1e3 = format!("{:.3}", mean(&f.mse) * 1e3),
+            psnr = format!("{:.2}", mean(&f.psnr)),
+            ssim = format!("{:.4}", mean(&f.ssim_paper)),
+            "valid"
+        );
+    }
+    log.write(json!({"kind": "valid", "step": cur.step, "epoch": cur.epoch, "loss": v.loss,
+        "mse": mean(&f.mse), "mae": mean(&f.mae), "psnr": mean(&f.psnr),
+        "ssim": mean(&f.ssim_paper), "ssim_wang2004": mean(&f.ssim_wang),
+        "per_frame": {"mse": f.mse, "mae": f.mae, "psnr": f.psnr, "ssim": f.ssim_paper}}));
+    Ok(v)
+}
+
+fn save(
+    ctx: &mut Context,
+    flat: &FlatParams,
+    sched: &Schedules,
+    cur: &Cursor,
+    valid: Option<&Validation>,
+) -> Result<PathBuf> {
+    let cfg = &ctx.cfg;
+    let (rank, world) = (ctx.rank(), ctx.coll.world_size());
+    let root = ctx.run_dir.join("checkpoints");
+    let tmp = ckpt::tmp_dir(&root, cur.step, ctx.attempt());
+    let bufs = flat.to_host();
+    let state = RankState {
+        rank,
+        rng_seed: mask_seed(cfg.train.seed, cur.step, rank),
+        epoch: cur.epoch,
+        batches_done: cur.batches_done,
+    };
+    ckpt::write_shard(&tmp, rank, world, [&bufs[0], &bufs[1], &bufs[2]], &state)?;
+    ctx.coll.barrier()?;
+    let dir = root.join(convtt_common::checkpoint::step_dir_name(cur.step));
+    if rank == 0 {
+        let mut metrics = std::collections::BTreeMap::new();
+        if let Some(v) = valid {
+            metrics.insert("valid.loss".to_owned(), v.loss);
+            metrics.insert("valid.mse".to_owned(), mean(&v.frames.mse));
+            metrics.insert("valid.mae".to_owned(), mean(&v.frames.mae));
+            metrics.insert("valid.psnr".to_owned(), mean(&v.frames.psnr));
+            metrics.insert("valid.ssim".to_owned(), mean(&v.frames.ssim_paper));
+        }
+        let mut state = toml::Table::new();
+        state.insert("adam_steps".into(), toml::Value::Integer(flat.adam_steps as i64));
+        state.insert("batches_done".into(), toml::Value::Integer(cur.batches_done as i64));
+        state.insert(
+            "schedules".into(),
+            toml::Value::try_from(sched).expect("schedules serialise"),
+        );
+        let manifest = Manifest {
+            format_version: FORMAT_VERSION,
+            step: cur.step,
+            epoch: cur.epoch,
+            samples_seen: cur.samples_seen,
+            world_size: world,
+            model_hash: cfg.model_hash(),
+            model: toml::Table::try_from(&cfg.model).expect("model config serialises"),
+            numel: flat.numel() as u64,
+            layout: flat.layout.clone(),
+            files: Vec::new(),
+            metrics,
+            state,
+        };
+        let c = &cfg.checkpoint;
+        ckpt::commit(&root, &tmp, manifest, (c.keep_last, c.keep_best, c.best_mode, &c.best_metric))?;
+        ctx.coll.checkpoint_committed(cur.step, &dir)?;
+    }
+    ctx.coll.barrier()?;
+    Ok(dir)
+}
+
+fn restore(
+    cfg: &ValidConfig,
+    dir: &Path,
+    m: &Manifest,
+    flat: &mut FlatParams,
+    sched: &mut Schedules,
+    cur: &mut Cursor,
+) -> Result<()> {
+    if m.model_hash != cfg.model_hash() {
+        let current = toml::Table::try_from(&cfg.model).expect("model config serialises");
+        return Err(Error::Usage(format!(
+            "{}: the checkpoint was written by a different model; refusing to resume:\n  {}",
+            dir.display(),
+            m.model_differences(&current).join("\n  ")
+        )));
+    }
+    let bufs = ckpt::load_buffers(dir, m)?;
+    let int = |k: &str| m.state.get(k).and_then(toml::Value::as_integer).unwrap_or(0) as u64;
+    flat.restore(&m.layout, &bufs, int("adam_steps"), dir)?;
+    if let Some(s) = m.state.get("schedules") {
+        *sched = s.clone().try_into().map_err(|e: toml::de::Error| Error::Data {
+            path: dir.join(convtt_common::checkpoint::MANIFEST),
+            msg: format!("bad schedule state: {}", e.message()),
+        })?;
+    }
+    *cur = Cursor {
+        step: m.step,
+        epoch: m.epoch,
+        batches_done: int("batches_done"),
+        samples_seen: m.samples_seen,
+    };
+    Ok(())
+}
+
+fn write_summary(run_dir: &Path, cur: &Cursor, loss: f64, valid: Option<&Validation>) -> Result<()> {
+    let mut t = toml::Table::new();
+    t.insert("steps".into(), toml::Value::Integer(cur.step as i64));
+    t.insert("epochs_completed".into(), toml::Value::Integer(cur.epoch as i64));
+    t.insert("samples_seen".into(), toml::Value::Integer(cur.samples_seen as i64));
+    t.insert("final_train_loss".into(), toml::Value::Float(loss));
+    if let Some(v) = valid {
+        let mut vt = toml::Table::new();
+        vt.insert("loss".into(), toml::Value::Float(v.loss));
+        vt.insert("mse".into(), toml::Value::Float(mean(&v.frames.mse)));
+        vt.insert("mae".into(), toml::Value::Float(mean(&v.frames.mae)));
+        vt.insert("psnr".into(), toml::Value::Float(mean(&v.frames.psnr)));
+        vt.insert("ssim".into(), toml::Value::Float(mean(&v.frames.ssim_paper)));
+        vt.insert("ssim_wang2004".into(), toml::Value::Float(mean(&v.frames.ssim_wang)));
+        t.insert("valid".into(), toml::Value::Table(vt));
+    }
+    let text = toml::to_string_pretty(&t).expect("summary serialises");
+    convtt_common::fsutil::write_atomic(&run_dir.join("summary.toml"), text.as_bytes())?;
+    Ok(())
+}

@@ -1,0 +1,95 @@
+//! The Agent backend (ARCHITECTURE §2.4): CPU collectives through the node's launcher, which
+//! sums its workers' contributions in a fixed rank order (and across nodes over MPI), so results
+//! are bit-identical on every rank and every run.
+
+use convtt_core::AgentClient;
+use tch::{Kind, Tensor};
+
+use super::Collective;
+use crate::error::{Error, Result};
+
+/// Collectives over the launcher's agent socket.
+pub struct Agent {
+    client: AgentClient,
+}
+
+impl std::fmt::Debug for Agent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Agent").field("rank", &self.client.rank()).finish()
+    }
+}
+
+fn peer(e: convtt_core::AgentError) -> Error {
+    Error::Peer(e.to_string())
+}
+
+impl Agent {
+    /// Wraps a connected client.
+    pub fn new(client: AgentClient) -> Self {
+        Agent { client }
+    }
+
+    /// The client, for heartbeats, preemption and checkpoint notices.
+    pub fn client(&mut self) -> &mut AgentClient {
+        &mut self.client
+    }
+}
+
+impl Collective for Agent {
+    fn rank(&self) -> usize {
+        self.client.rank() as usize
+    }
+
+    fn world_size(&self) -> usize {
+        self.client.world_size() as usize
+    }
+
+    fn all_reduce_mean(&mut self, buf: &mut Tensor) -> Result<()> {
+        let mut host = Vec::<f32>::try_from(buf.to_device(tch::Device::Cpu).to_kind(Kind::Float))?;
+        self.client.all_reduce_mean(&mut host).map_err(peer)?;
+        let back = Tensor::from_slice(&host).to_device(buf.device()).view(buf.size().as_slice());
+        tch::no_grad(|| buf.copy_(&back));
+        Ok(())
+    }
+
+    fn all_reduce_sum_f64(&mut self, values: &mut [f64]) -> Result<()> {
+        // The channel carries f32: send each value as hi + lo (two f32 whose sum is the f64 to
+        // ~1e-14 relative), average both halves, then scale back to a sum.
+        let mut parts = Vec::with_capacity(values.len() * 2);
+        for v in values.iter() {
+            let hi = *v as f32;
+            parts.push(hi);
+            parts.push((*v - f64::from(hi)) as f32);
+        }
+        self.client.all_reduce_mean(&mut parts).map_err(peer)?;
+        let n = self.world_size() as f64;
+        for (v, p) in values.iter_mut().zip(parts.chunks(2)) {
+            *v = (f64::from(p[0]) + f64::from(p[1])) * n;
+        }
+        Ok(())
+    }
+
+    fn broadcast(&mut self, buf: &mut Tensor) -> Result<()> {
+        let mut host = Vec::<f32>::try_from(buf.to_device(tch::Device::Cpu).to_kind(Kind::Float))?;
+        let mut bytes: Vec<u8> = host.iter().flat_map(|v| v.to_le_bytes()).collect();
+        self.client.broadcast(&mut bytes).map_err(peer)?;
+        for (v, b) in host.iter_mut().zip(bytes.chunks_exact(4)) {
+            *v = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+        }
+        let back = Tensor::from_slice(&host).to_device(buf.device()).view(buf.size().as_slice());
+        tch::no_grad(|| buf.copy_(&back));
+        Ok(())
+    }
+
+    fn barrier(&mut self) -> Result<()> {
+        self.client.barrier().map_err(peer)
+    }
+
+    fn heartbeat(&mut self, progress: &convtt_core::protocol::Progress) -> Result<()> {
+        self.client.heartbeat(progress).map_err(peer)
+    }
+
+    fn checkpoint_committed(&mut self, step: u64, path: &std::path::Path) -> Result<()> {
+        self.client.checkpoint_committed(step, path).map_err(peer)
+    }
+}

@@ -76,12 +76,12 @@ pub async fn run(
                 delay,
             } => {
                 tracing::warn!(
-                    "attempt {attempt} failed{}; restart {} of {} (attempt {next}) in {:.1} s, \
-                     resuming from the newest valid checkpoint",
-                    ended.detail,
+                    "attempt {attempt} failed; restart {} of {} (attempt {next}, resuming from \
+                     the newest valid checkpoint) in {:.1} s. Cause{}",
                     restarts + 1,
                     plan.timing.policy.max_restarts,
-                    delay.as_secs_f64()
+                    delay.as_secs_f64(),
+                    ended.detail,
                 );
                 tokio::select! {
                     () = tokio::time::sleep(delay) => {}

@@ -176,7 +176,11 @@ fn a_retryable_failure_restarts_every_worker_with_a_fresh_attempt() {
         exit 0"#;
     let p = plan(&run, 2, script, 2);
     go(&p, never()).unwrap();
-    let mut starts: Vec<String> = run.read("starts").lines().map(str::to_owned).collect();
+    let mut starts: Vec<String> = run
+        .read("starts")
+        .lines()
+        .map(|l| l.trim_end().to_owned())
+        .collect();
     starts.sort();
     assert_eq!(
         starts,

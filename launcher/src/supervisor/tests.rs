@@ -381,3 +381,13 @@ fn workers_die_with_the_thread_that_spawned_them() {
     }
     panic!("worker {pid} outlived the thread that spawned it");
 }
+
+#[test]
+fn a_signal_raised_before_the_attempt_still_preempts_it() {
+    let run = Run::new("early");
+    let script = r#"trap 'exit 4' USR1; while true; do sleep 0.02; done"#;
+    let (trigger, shutdown) = Shutdown::manual();
+    trigger.raise(Stop::Preempt);
+    let e = go(&plan(&run, 1, script, 3), shutdown).unwrap_err();
+    assert_eq!(e.exit_code(), 4, "{e}");
+}

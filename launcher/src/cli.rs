@@ -1,16 +1,31 @@
 //! Command-line interface of `convtt-launch`.
+//!
+//! ```text
+//! convtt-launch [--gpus N | --cpu-workers N] --config FILE [--run-dir DIR] [--resume auto|PATH]
+//!               [--max-restarts K] [--set k=v …] [--worker PATH]
+//! convtt-launch doctor [--gpus N | --cpu-workers N] [--config FILE]
+//! convtt-launch check --config FILE [--set k=v …]
+//! ```
 
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
 /// convtt-launch: the per-node agent that plans, pins, spawns and supervises convtt workers.
+///
+/// Without a subcommand it runs the job on this node: `convtt-launch --gpus 8 --config
+/// run.toml`, or on every node of a Slurm allocation with `srun --ntasks-per-node=1
+/// --mpi=pmix convtt-launch …`.
 #[derive(Debug, Parser)]
 #[command(name = "convtt-launch", version, about, long_about = None)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct Cli {
-    /// What to do.
+    /// What to do (default: run the job).
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
+    /// Running the job (when no subcommand is given).
+    #[command(flatten)]
+    pub run: RunArgs,
 }
 
 /// A config file plus `--set` overrides, shared by every subcommand that reads a config.
@@ -24,6 +39,80 @@ pub struct ConfigArgs {
     pub overrides: Vec<String>,
 }
 
+/// How many workers per node.
+#[derive(Debug, Args, Default, Clone)]
+#[group(multiple = false)]
+pub struct WorkerCount {
+    /// One worker per GPU, on this many GPUs per node (overrides `launch.gpus`).
+    #[arg(long, value_name = "N")]
+    pub gpus: Option<usize>,
+    /// This many CPU workers per node (overrides `launch.cpu_workers`; implies no GPUs).
+    #[arg(long, value_name = "N")]
+    pub cpu_workers: Option<usize>,
+}
+
+/// Arguments of a run.
+#[derive(Debug, Args, Default)]
+pub struct RunArgs {
+    /// Workers per node.
+    #[command(flatten)]
+    pub count: WorkerCount,
+    /// The run configuration (TOML).
+    #[arg(long, short = 'c', value_name = "FILE", required = true)]
+    pub config: Option<PathBuf>,
+    /// Run directory (overrides `launch.run_dir`).
+    #[arg(long, value_name = "DIR")]
+    pub run_dir: Option<String>,
+    /// Resume the first attempt from `auto` (the newest valid checkpoint) or a checkpoint
+    /// directory. Restarts always resume `auto`.
+    #[arg(long, value_name = "auto|PATH")]
+    pub resume: Option<String>,
+    /// Restarts of the worker group after retryable failures (overrides `launch.max_restarts`).
+    #[arg(long, value_name = "K")]
+    pub max_restarts: Option<u32>,
+    /// Override a config key, e.g. `--set model.order=2` (repeatable).
+    #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+    pub overrides: Vec<String>,
+    /// The worker binary (default: `$CONVTT_WORKER`, else `convtt-worker` beside this binary).
+    #[arg(long, value_name = "PATH")]
+    pub worker: Option<PathBuf>,
+    /// Do not copy worker output to the terminal (it still goes to `<run>/logs/`).
+    #[arg(long)]
+    pub quiet_workers: bool,
+}
+
+impl RunArgs {
+    /// The config overrides these flags amount to, after the user's `--set`s.
+    pub fn all_overrides(&self) -> Vec<String> {
+        let mut o = self.overrides.clone();
+        o.extend(count_overrides(&self.count));
+        if let Some(d) = &self.run_dir {
+            o.push(format!("launch.run_dir={}", toml_string(d)));
+        }
+        if let Some(k) = self.max_restarts {
+            o.push(format!("launch.max_restarts={k}"));
+        }
+        o
+    }
+}
+
+/// `--gpus`/`--cpu-workers` as config overrides.
+pub fn count_overrides(c: &WorkerCount) -> Vec<String> {
+    let mut o = Vec::new();
+    if let Some(g) = c.gpus {
+        o.push(format!("launch.gpus={g}"));
+    }
+    if let Some(n) = c.cpu_workers {
+        o.push("launch.gpus=0".into());
+        o.push(format!("launch.cpu_workers={n}"));
+    }
+    o
+}
+
+fn toml_string(s: &str) -> String {
+    toml::Value::String(s.to_owned()).to_string()
+}
+
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -33,4 +122,79 @@ pub enum Command {
         #[command(flatten)]
         config: ConfigArgs,
     },
+    /// Print this node's topology (GPUs, NUMA, CPU mask), Slurm/MPI context and the worker
+    /// plan a run would use. Starts nothing.
+    Doctor {
+        /// Workers per node to plan for (default: the config's, else every visible GPU).
+        #[command(flatten)]
+        count: WorkerCount,
+        /// A run configuration to plan with.
+        #[arg(long, short = 'c', value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Override a config key (repeatable).
+        #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+        overrides: Vec<String>,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[test]
+    fn run_is_the_default_and_doctor_and_check_are_subcommands() {
+        let c = Cli::try_parse_from([
+            "convtt-launch",
+            "--gpus",
+            "8",
+            "--config",
+            "a.toml",
+            "--set",
+            "x.y=1",
+        ])
+        .unwrap();
+        assert!(c.command.is_none());
+        assert_eq!(c.run.all_overrides(), ["x.y=1", "launch.gpus=8"]);
+        let c = Cli::try_parse_from(["convtt-launch", "doctor", "--cpu-workers", "2"]).unwrap();
+        assert!(matches!(c.command, Some(Command::Doctor { .. })));
+        let c = Cli::try_parse_from(["convtt-launch", "check", "--config", "a.toml"]).unwrap();
+        assert!(matches!(c.command, Some(Command::Check { .. })));
+        assert!(Cli::try_parse_from([
+            "convtt-launch",
+            "--gpus",
+            "1",
+            "--cpu-workers",
+            "2",
+            "-c",
+            "a"
+        ])
+        .is_err());
+        assert!(
+            Cli::try_parse_from(["convtt-launch", "--gpus", "1"]).is_err(),
+            "--config is required"
+        );
+        let c = Cli::try_parse_from([
+            "convtt-launch",
+            "-c",
+            "a.toml",
+            "--cpu-workers",
+            "3",
+            "--run-dir",
+            "/r/x y",
+            "--max-restarts",
+            "0",
+        ])
+        .unwrap();
+        assert_eq!(
+            c.run.all_overrides(),
+            [
+                "launch.gpus=0",
+                "launch.cpu_workers=3",
+                "launch.run_dir=\"/r/x y\"",
+                "launch.max_restarts=0"
+            ]
+        );
+    }
 }

@@ -76,19 +76,23 @@ pub async fn run(
                 delay,
             } => {
                 tracing::warn!(
-                    "attempt {attempt} failed{}; restart {} of {} (attempt {next}) in {:.1} s, \
-                     resuming from the newest valid checkpoint",
-                    ended.detail,
+                    "attempt {attempt} failed; restart {} of {} (attempt {next}, resuming from \
+                     the newest valid checkpoint) in {:.1} s. Cause{}",
                     restarts + 1,
                     plan.timing.policy.max_restarts,
-                    delay.as_secs_f64()
+                    delay.as_secs_f64(),
+                    ended.detail,
                 );
                 tokio::select! {
                     () = tokio::time::sleep(delay) => {}
                     _ = shutdown.above(Stop::Run) => {
-                        return Err(Error::Preempted(format!(
-                            "signal during the restart back-off after attempt {attempt}"
-                        )));
+                        if cluster.num_nodes() == 1 {
+                            return Err(Error::Preempted(format!(
+                                "signal during the restart back-off after attempt {attempt}"
+                            )));
+                        }
+                        // The other nodes start attempt `next`: join it, already preempting,
+                        // so that every node reaches the same verdict.
                     }
                 }
                 restarts += 1;
@@ -165,7 +169,9 @@ async fn run_attempt(
     let mut teardown: Option<Instant> = None;
     let mut killed = false;
     let mut preempt_until: Option<Instant> = None;
-    let mut seen = shutdown.level();
+    // Start from `Run`: a level raised before this attempt (during the back-off or the
+    // consensus) must still preempt it.
+    let mut seen = Stop::Run;
     let mut global = cluster.watch();
     let far = || Instant::now() + Duration::from_secs(86_400);
 

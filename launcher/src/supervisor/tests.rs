@@ -176,7 +176,11 @@ fn a_retryable_failure_restarts_every_worker_with_a_fresh_attempt() {
         exit 0"#;
     let p = plan(&run, 2, script, 2);
     go(&p, never()).unwrap();
-    let mut starts: Vec<String> = run.read("starts").lines().map(str::to_owned).collect();
+    let mut starts: Vec<String> = run
+        .read("starts")
+        .lines()
+        .map(|l| l.trim_end().to_owned())
+        .collect();
     starts.sort();
     assert_eq!(
         starts,
@@ -376,4 +380,14 @@ fn workers_die_with_the_thread_that_spawned_them() {
         std::thread::sleep(Duration::from_millis(10));
     }
     panic!("worker {pid} outlived the thread that spawned it");
+}
+
+#[test]
+fn a_signal_raised_before_the_attempt_still_preempts_it() {
+    let run = Run::new("early");
+    let script = r#"trap 'exit 4' USR1; while true; do sleep 0.02; done"#;
+    let (trigger, shutdown) = Shutdown::manual();
+    trigger.raise(Stop::Preempt);
+    let e = go(&plan(&run, 1, script, 3), shutdown).unwrap_err();
+    assert_eq!(e.exit_code(), 4, "{e}");
 }

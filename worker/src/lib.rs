@@ -3,8 +3,10 @@
 #![warn(missing_docs)]
 
 pub mod cli;
+pub mod commands;
 pub mod doctor;
 mod error;
+pub mod npy;
 mod sys;
 pub mod torch_runtime;
 
@@ -14,5 +16,7 @@ pub use error::{exit, Error, Result};
 pub fn run(cli: cli::Cli) -> Result<()> {
     match cli.command {
         cli::Command::Doctor { json, require_gpu } => doctor::run(json, require_gpu),
+        cli::Command::Forward(args) => commands::forward::run(&args),
+        cli::Command::ModelInfo(args) => commands::model_info::run(&args),
     }
 }

@@ -226,7 +226,10 @@ mod tests {
             assert!(t.equal(&old));
         }
         let missing = import_safetensors(&b, &temp("absent.safetensors")).unwrap_err();
-        assert!(matches!(missing, Error::Core(convtt_core::Error::Io { .. })), "{missing}");
+        assert!(
+            matches!(missing, Error::Core(convtt_core::Error::Io { .. })),
+            "{missing}"
+        );
         std::fs::write(temp("garbage.safetensors"), b"not safetensors").unwrap();
         let garbage = import_safetensors(&b, &temp("garbage.safetensors")).unwrap_err();
         assert!(matches!(garbage, Error::Format { .. }), "{garbage}");

@@ -7,3 +7,6 @@ mod util;
 
 /// `convtt-launch check` and `convtt-worker doctor`, also from an empty environment.
 mod cli;
+
+/// `convtt-worker model-info` and `forward` on hand-written weights and frames.
+mod model;

@@ -14,7 +14,7 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// A config file plus `--set` overrides.
+/// A config file plus `--set` overrides (as `convtt-launch`'s `ConfigArgs`).
 #[derive(Debug, Clone, Args)]
 pub struct ConfigArgs {
     /// The run configuration (TOML).
@@ -23,6 +23,44 @@ pub struct ConfigArgs {
     /// Override a config key, e.g. `--set model.order=2` (repeatable).
     #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
     pub overrides: Vec<String>,
+}
+
+/// Arguments of `forward`.
+#[derive(Debug, Clone, Args)]
+pub struct ForwardArgs {
+    /// The model configuration (only `[model]` is used).
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Weights in safetensors with the reference names (`module.` prefixes and the `code_opt/`
+    /// preprocessing layout are accepted).
+    #[arg(long, value_name = "FILE")]
+    pub weights: PathBuf,
+    /// Input frames: f32 `.npy` of shape [B, T, C, H, W]; all T frames condition the rollout.
+    #[arg(long, value_name = "FILE")]
+    pub input: PathBuf,
+    /// Number of future frames F to predict.
+    #[arg(long, value_name = "F")]
+    pub future: usize,
+    /// Output: f32 `.npy` of shape [B, F, C, H, W].
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    /// `cpu`, `cuda` or `cuda:N`.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
+/// Arguments of `model-info`.
+#[derive(Debug, Clone, Args)]
+pub struct ModelInfoArgs {
+    /// The configuration (`[model]`, and `[data]` for frame size, batch and rollout length).
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Batch size of the training-step figures (default: `data.batch_size`).
+    #[arg(long)]
+    pub batch: Option<usize>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Subcommands.
@@ -49,4 +87,8 @@ pub enum Command {
         #[arg(long)]
         require_gpu: bool,
     },
+    /// Predict F future frames from the frames of an .npy file with saved weights.
+    Forward(ForwardArgs),
+    /// Parameters per layer, MACs per frame and per training step, activation memory.
+    ModelInfo(ModelInfoArgs),
 }

@@ -4,10 +4,12 @@
 
 pub mod checkpoint;
 pub mod cli;
+pub mod commands;
 pub mod data;
 pub mod dist;
 pub mod doctor;
 mod error;
+pub mod npy;
 mod sys;
 pub mod torch_runtime;
 pub mod train;
@@ -18,11 +20,17 @@ pub use error::{exit, Error, Result};
 pub fn run(cli: cli::Cli) -> Result<()> {
     match cli.command {
         cli::Command::Doctor { json, require_gpu } => doctor::run(json, require_gpu),
-        cli::Command::Train { config, run_dir, resume } => train::run(train::TrainArgs {
+        cli::Command::Train {
+            config,
+            run_dir,
+            resume,
+        } => train::run(train::TrainArgs {
             config: config.config,
             overrides: config.overrides,
             run_dir,
             resume,
         }),
+        cli::Command::Forward(args) => commands::forward::run(&args),
+        cli::Command::ModelInfo(args) => commands::model_info::run(&args),
     }
 }

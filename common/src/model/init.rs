@@ -11,7 +11,11 @@
 //! Randomness comes from libtorch's global generator: the caller seeds it with
 //! `tch::manual_seed` before building the model. Modules draw in the reference's construction
 //! order (weight then bias; within a TT cell `layers[l]` then `layers_[l]` for each l; layers
-//! b0l0 … then the output head).
+//! b0l0 … then the output head). Checked once outside the test suite (CPU, torch 2.11, reference
+//! `code/` model in a scratch directory): `tch::manual_seed(s)` + [`Network::new`] gives values
+//! bit-identical to `torch.manual_seed(s)` + the reference `ConvLSTMNet`, for both cells.
+//!
+//! [`Network::new`]: super::network::Network::new
 
 use tch::nn::Init;
 

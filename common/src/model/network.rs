@@ -159,14 +159,14 @@ impl Rollout {
         Self {
             input_frames,
             future_frames,
-            output_frames: input_frames + future_frames - 1,
+            output_frames: (input_frames + future_frames).saturating_sub(1),
             feedback: mask.map_or(Feedback::Autoregressive, Feedback::Mixed),
         }
     }
 
     /// Recurrent steps I + F − 1.
     pub fn steps(&self) -> usize {
-        self.input_frames + self.future_frames - 1
+        (self.input_frames + self.future_frames).saturating_sub(1)
     }
 
     /// Frames the input tensor must hold: I, or I + F − 1 with scheduled sampling.
@@ -807,6 +807,11 @@ mod tests {
             (
                 Tensor::zeros([1, 4, 1, 4, 4], opts),
                 Rollout::eval(2, 0),
+                "at least one",
+            ),
+            (
+                Tensor::zeros([1, 4, 1, 4, 4], opts),
+                Rollout::training(0, 0, None),
                 "at least one",
             ),
             (

@@ -15,7 +15,9 @@ pub struct Agent {
 
 impl std::fmt::Debug for Agent {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Agent").field("rank", &self.client.rank()).finish()
+        f.debug_struct("Agent")
+            .field("rank", &self.client.rank())
+            .finish()
     }
 }
 
@@ -47,7 +49,9 @@ impl Collective for Agent {
     fn all_reduce_mean(&mut self, buf: &mut Tensor) -> Result<()> {
         let mut host = Vec::<f32>::try_from(buf.to_device(tch::Device::Cpu).to_kind(Kind::Float))?;
         self.client.all_reduce_mean(&mut host).map_err(peer)?;
-        let back = Tensor::from_slice(&host).to_device(buf.device()).view(buf.size().as_slice());
+        let back = Tensor::from_slice(&host)
+            .to_device(buf.device())
+            .view(buf.size().as_slice());
         tch::no_grad(|| buf.copy_(&back));
         Ok(())
     }
@@ -76,7 +80,9 @@ impl Collective for Agent {
         for (v, b) in host.iter_mut().zip(bytes.chunks_exact(4)) {
             *v = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
         }
-        let back = Tensor::from_slice(&host).to_device(buf.device()).view(buf.size().as_slice());
+        let back = Tensor::from_slice(&host)
+            .to_device(buf.device())
+            .view(buf.size().as_slice());
         tch::no_grad(|| buf.copy_(&back));
         Ok(())
     }

@@ -80,7 +80,8 @@ impl Context {
             None => Box::new(Single),
             Some(e) => {
                 let timeout = Duration::from_secs_f64(cfg.launch.collective_timeout_secs + 30.0);
-                let client = AgentClient::from_env(e, timeout).map_err(|e| Error::Peer(e.to_string()))?;
+                let client =
+                    AgentClient::from_env(e, timeout).map_err(|e| Error::Peer(e.to_string()))?;
                 let flag = client.preempt_flag();
                 let ours = preempt.clone();
                 // The launcher's preempt message sets the client's flag; mirror it into ours.
@@ -94,7 +95,14 @@ impl Context {
                 Box::new(Agent::new(client))
             }
         };
-        Ok(Context { cfg, env, run_dir, device, coll, preempt })
+        Ok(Context {
+            cfg,
+            env,
+            run_dir,
+            device,
+            coll,
+            preempt,
+        })
     }
 
     fn rank(&self) -> usize {
@@ -131,7 +139,9 @@ fn set_threads(configured: usize) {
     let n = if configured > 0 {
         configured
     } else {
-        crate::doctor::cpu_count(&crate::doctor::cpu_mask()).unwrap_or(1).max(1)
+        crate::doctor::cpu_count(&crate::doctor::cpu_mask())
+            .unwrap_or(1)
+            .max(1)
     };
     tch::set_num_threads(n as i32);
 }
@@ -198,12 +208,17 @@ pub fn validate(
         }
         Ok(())
     })?;
-    let mut flat = sums.as_ref().map_or_else(|| vec![0.0; 1 + 6 * future], FrameMetrics::to_flat);
+    let mut flat = sums
+        .as_ref()
+        .map_or_else(|| vec![0.0; 1 + 6 * future], FrameMetrics::to_flat);
     flat.push(loss_sum);
     coll.all_reduce_sum_f64(&mut flat)?;
     let loss_total = flat.pop().unwrap_or(0.0);
     let totals = FrameMetrics::from_flat(&flat, future);
-    Ok(Validation { loss: loss_total / totals.samples.max(1) as f64, frames: totals.means() })
+    Ok(Validation {
+        loss: loss_total / totals.samples.max(1) as f64,
+        frames: totals.means(),
+    })
 }
 
 /// Mean over frames of a per-frame vector.
@@ -290,7 +305,11 @@ fn train(ctx: &mut Context, resume: &Resume) -> Result<()> {
         tracing::info!(step = cur.step, "resumed from {}", dir.display());
     }
 
-    let at = Placement { world, rank, device: ctx.device };
+    let at = Placement {
+        world,
+        rank,
+        device: ctx.device,
+    };
     let loader = data::train_loader(&cfg.data, cfg.train.seed, at)?;
     let steps_per_epoch = loader.steps() as u64;
     if steps_per_epoch == 0 {
@@ -354,8 +373,9 @@ fn train(ctx: &mut Context, resume: &Resume) -> Result<()> {
             l.backward();
             // One all-reduce: gradients, this rank's loss, and the preemption flag.
             let stop = ctx.preempt.load(Ordering::Acquire);
-            let extra = Tensor::from_slice(&[l.double_value(&[]) as f32, f32::from(u8::from(stop))])
-                .to_device(ctx.device);
+            let extra =
+                Tensor::from_slice(&[l.double_value(&[]) as f32, f32::from(u8::from(stop))])
+                    .to_device(ctx.device);
             let mut buf = Tensor::cat(&[flat.flat_grad(), extra], 0);
             ctx.coll.all_reduce_mean(&mut buf)?;
             let n = flat.numel();
@@ -391,8 +411,10 @@ fn train(ctx: &mut Context, resume: &Resume) -> Result<()> {
                         total
                     );
                 }
-                log.write(json!({"kind": "train", "step": cur.step, "epoch": cur.epoch,
-                    "loss": mean_loss, "lr": lr, "ss_ratio": ratio, "samples_per_s": sps}));
+                log.write(
+                    json!({"kind": "train", "step": cur.step, "epoch": cur.epoch,
+                    "loss": mean_loss, "lr": lr, "ss_ratio": ratio, "samples_per_s": sps}),
+                );
                 heartbeat(ctx, &cur, total, mean_loss, sps);
                 window = (Instant::now(), 0, 0.0, 0);
             }
@@ -446,7 +468,11 @@ fn train(ctx: &mut Context, resume: &Resume) -> Result<()> {
     }
     if rank == 0 {
         write_summary(&ctx.run_dir, &cur, last_loss, final_valid.as_ref())?;
-        tracing::info!(step = cur.step, "training finished: {}", ctx.run_dir.display());
+        tracing::info!(
+            step = cur.step,
+            "training finished: {}",
+            ctx.run_dir.display()
+        );
     }
     Ok(())
 }
@@ -485,10 +511,12 @@ fn run_validation(
             "valid"
         );
     }
-    log.write(json!({"kind": "valid", "step": cur.step, "epoch": cur.epoch, "loss": v.loss,
+    log.write(
+        json!({"kind": "valid", "step": cur.step, "epoch": cur.epoch, "loss": v.loss,
         "mse": mean(&f.mse), "mae": mean(&f.mae), "psnr": mean(&f.psnr),
         "ssim": mean(&f.ssim_paper), "ssim_wang2004": mean(&f.ssim_wang),
-        "per_frame": {"mse": f.mse, "mae": f.mae, "psnr": f.psnr, "ssim": f.ssim_paper}}));
+        "per_frame": {"mse": f.mse, "mae": f.mae, "psnr": f.psnr, "ssim": f.ssim_paper}}),
+    );
     Ok(v)
 }
 
@@ -523,8 +551,14 @@ fn save(
             metrics.insert("valid.ssim".to_owned(), mean(&v.frames.ssim_paper));
         }
         let mut state = toml::Table::new();
-        state.insert("adam_steps".into(), toml::Value::Integer(flat.adam_steps as i64));
-        state.insert("batches_done".into(), toml::Value::Integer(cur.batches_done as i64));
+        state.insert(
+            "adam_steps".into(),
+            toml::Value::Integer(flat.adam_steps as i64),
+        );
+        state.insert(
+            "batches_done".into(),
+            toml::Value::Integer(cur.batches_done as i64),
+        );
         state.insert(
             "schedules".into(),
             toml::Value::try_from(sched).expect("schedules serialise"),
@@ -544,7 +578,12 @@ fn save(
             state,
         };
         let c = &cfg.checkpoint;
-        ckpt::commit(&root, &tmp, manifest, (c.keep_last, c.keep_best, c.best_mode, &c.best_metric))?;
+        ckpt::commit(
+            &root,
+            &tmp,
+            manifest,
+            (c.keep_last, c.keep_best, c.best_mode, &c.best_metric),
+        )?;
         ctx.coll.checkpoint_committed(cur.step, &dir)?;
     }
     ctx.coll.barrier()?;
@@ -568,13 +607,21 @@ fn restore(
         )));
     }
     let bufs = ckpt::load_buffers(dir, m)?;
-    let int = |k: &str| m.state.get(k).and_then(toml::Value::as_integer).unwrap_or(0) as u64;
+    let int = |k: &str| {
+        m.state
+            .get(k)
+            .and_then(toml::Value::as_integer)
+            .unwrap_or(0) as u64
+    };
     flat.restore(&m.layout, &bufs, int("adam_steps"), dir)?;
     if let Some(s) = m.state.get("schedules") {
-        *sched = s.clone().try_into().map_err(|e: toml::de::Error| Error::Data {
-            path: dir.join(convtt_common::checkpoint::MANIFEST),
-            msg: format!("bad schedule state: {}", e.message()),
-        })?;
+        *sched = s
+            .clone()
+            .try_into()
+            .map_err(|e: toml::de::Error| Error::Data {
+                path: dir.join(convtt_common::checkpoint::MANIFEST),
+                msg: format!("bad schedule state: {}", e.message()),
+            })?;
     }
     *cur = Cursor {
         step: m.step,
@@ -585,11 +632,22 @@ fn restore(
     Ok(())
 }
 
-fn write_summary(run_dir: &Path, cur: &Cursor, loss: f64, valid: Option<&Validation>) -> Result<()> {
+fn write_summary(
+    run_dir: &Path,
+    cur: &Cursor,
+    loss: f64,
+    valid: Option<&Validation>,
+) -> Result<()> {
     let mut t = toml::Table::new();
     t.insert("steps".into(), toml::Value::Integer(cur.step as i64));
-    t.insert("epochs_completed".into(), toml::Value::Integer(cur.epoch as i64));
-    t.insert("samples_seen".into(), toml::Value::Integer(cur.samples_seen as i64));
+    t.insert(
+        "epochs_completed".into(),
+        toml::Value::Integer(cur.epoch as i64),
+    );
+    t.insert(
+        "samples_seen".into(),
+        toml::Value::Integer(cur.samples_seen as i64),
+    );
     t.insert("final_train_loss".into(), toml::Value::Float(loss));
     if let Some(v) = valid {
         let mut vt = toml::Table::new();
@@ -597,8 +655,14 @@ fn write_summary(run_dir: &Path, cur: &Cursor, loss: f64, valid: Option<&Validat
         vt.insert("mse".into(), toml::Value::Float(mean(&v.frames.mse)));
         vt.insert("mae".into(), toml::Value::Float(mean(&v.frames.mae)));
         vt.insert("psnr".into(), toml::Value::Float(mean(&v.frames.psnr)));
-        vt.insert("ssim".into(), toml::Value::Float(mean(&v.frames.ssim_paper)));
-        vt.insert("ssim_wang2004".into(), toml::Value::Float(mean(&v.frames.ssim_wang)));
+        vt.insert(
+            "ssim".into(),
+            toml::Value::Float(mean(&v.frames.ssim_paper)),
+        );
+        vt.insert(
+            "ssim_wang2004".into(),
+            toml::Value::Float(mean(&v.frames.ssim_wang)),
+        );
         t.insert("valid".into(), toml::Value::Table(vt));
     }
     let text = toml::to_string_pretty(&t).expect("summary serialises");

@@ -10,14 +10,14 @@ use crate::error::{Error, Result};
 
 /// Collectives over the launcher's agent socket.
 pub struct Agent {
-    client: AgentClient,
+    client: Option<AgentClient>,
+    rank: usize,
+    world: usize,
 }
 
 impl std::fmt::Debug for Agent {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Agent")
-            .field("rank", &self.client.rank())
-            .finish()
+        f.debug_struct("Agent").field("rank", &self.rank).finish()
     }
 }
 
@@ -28,27 +28,33 @@ fn peer(e: convtt_core::AgentError) -> Error {
 impl Agent {
     /// Wraps a connected client.
     pub fn new(client: AgentClient) -> Self {
-        Agent { client }
+        let (rank, world) = (client.rank() as usize, client.world_size() as usize);
+        Agent {
+            client: Some(client),
+            rank,
+            world,
+        }
     }
 
-    /// The client, for heartbeats, preemption and checkpoint notices.
-    pub fn client(&mut self) -> &mut AgentClient {
-        &mut self.client
+    fn client(&mut self) -> Result<&mut AgentClient> {
+        self.client
+            .as_mut()
+            .ok_or_else(|| Error::Peer("the agent connection was already closed".into()))
     }
 }
 
 impl Collective for Agent {
     fn rank(&self) -> usize {
-        self.client.rank() as usize
+        self.rank
     }
 
     fn world_size(&self) -> usize {
-        self.client.world_size() as usize
+        self.world
     }
 
     fn all_reduce_mean(&mut self, buf: &mut Tensor) -> Result<()> {
         let mut host = Vec::<f32>::try_from(buf.to_device(tch::Device::Cpu).to_kind(Kind::Float))?;
-        self.client.all_reduce_mean(&mut host).map_err(peer)?;
+        self.client()?.all_reduce_mean(&mut host).map_err(peer)?;
         let back = Tensor::from_slice(&host)
             .to_device(buf.device())
             .view(buf.size().as_slice());
@@ -65,7 +71,7 @@ impl Collective for Agent {
             parts.push(hi);
             parts.push((*v - f64::from(hi)) as f32);
         }
-        self.client.all_reduce_mean(&mut parts).map_err(peer)?;
+        self.client()?.all_reduce_mean(&mut parts).map_err(peer)?;
         let n = self.world_size() as f64;
         for (v, p) in values.iter_mut().zip(parts.chunks(2)) {
             *v = (f64::from(p[0]) + f64::from(p[1])) * n;
@@ -76,7 +82,7 @@ impl Collective for Agent {
     fn broadcast(&mut self, buf: &mut Tensor) -> Result<()> {
         let mut host = Vec::<f32>::try_from(buf.to_device(tch::Device::Cpu).to_kind(Kind::Float))?;
         let mut bytes: Vec<u8> = host.iter().flat_map(|v| v.to_le_bytes()).collect();
-        self.client.broadcast(&mut bytes).map_err(peer)?;
+        self.client()?.broadcast(&mut bytes).map_err(peer)?;
         for (v, b) in host.iter_mut().zip(bytes.chunks_exact(4)) {
             *v = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
         }
@@ -88,14 +94,24 @@ impl Collective for Agent {
     }
 
     fn barrier(&mut self) -> Result<()> {
-        self.client.barrier().map_err(peer)
+        self.client()?.barrier().map_err(peer)
     }
 
     fn heartbeat(&mut self, progress: &convtt_core::protocol::Progress) -> Result<()> {
-        self.client.heartbeat(progress).map_err(peer)
+        self.client()?.heartbeat(progress).map_err(peer)
+    }
+
+    fn goodbye(&mut self, code: i32, reason: &str) {
+        if let Some(client) = self.client.take() {
+            if let Err(e) = client.goodbye(code, reason) {
+                tracing::debug!("goodbye not delivered: {e}");
+            }
+        }
     }
 
     fn checkpoint_committed(&mut self, step: u64, path: &std::path::Path) -> Result<()> {
-        self.client.checkpoint_committed(step, path).map_err(peer)
+        self.client()?
+            .checkpoint_committed(step, path)
+            .map_err(peer)
     }
 }

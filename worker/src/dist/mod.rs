@@ -27,6 +27,8 @@ pub trait Collective {
     fn heartbeat(&mut self, _progress: &convtt_core::protocol::Progress) -> Result<()> {
         Ok(())
     }
+    /// Tells the supervisor why this worker is about to exit with `code` (best effort).
+    fn goodbye(&mut self, _code: i32, _reason: &str) {}
     /// Rank 0: tells the supervisor a checkpoint was committed.
     fn checkpoint_committed(&mut self, _step: u64, _path: &std::path::Path) -> Result<()> {
         Ok(())

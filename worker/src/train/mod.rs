@@ -269,9 +269,11 @@ struct Cursor {
 pub fn run(args: TrainArgs) -> Result<()> {
     let mut ctx = Context::new(&args.config, &args.overrides, args.run_dir.clone())?;
     let result = train(&mut ctx, &args.resume);
-    if let (Some(agent), Err(e)) = (ctx.env.as_ref(), &result) {
-        tracing::debug!(rank = agent.rank, "training ends with: {e}");
-    }
+    let (code, reason) = match &result {
+        Ok(()) => (crate::exit::OK, "finished".to_owned()),
+        Err(e) => (e.exit_code(), e.to_string()),
+    };
+    ctx.coll.goodbye(code, &reason);
     result
 }
 

@@ -10,3 +10,7 @@ mod cli;
 
 /// `convtt-worker model-info` and `forward` on hand-written weights and frames.
 mod model;
+
+/// Training through the launcher: data parallelism, kill -9 recovery, SIGTERM preemption and
+/// resume, refusal of a mismatched checkpoint, fallback from a corrupt one.
+mod train;

@@ -1,0 +1,240 @@
+//! Training through the real launcher and workers on CPU: data parallelism, crash recovery,
+//! preemption and resume, on a tiny generated Moving-MNIST set.
+
+use std::process::{Command, Stdio};
+
+use crate::util::*;
+
+fn launch(run_dir: &std::path::Path, overrides: &[String], extra: &[&str]) -> Command {
+    let mut cmd = Command::new(bin("convtt-launch"));
+    cmd.arg("--config")
+        .arg(repo().join("configs/tiny-cpu.toml"))
+        .arg("--run-dir")
+        .arg(run_dir)
+        .args(["--quiet-workers"])
+        .args(set_args(overrides))
+        .args(extra);
+    cmd
+}
+
+fn worker_alone(run_dir: &std::path::Path, overrides: &[String]) -> Command {
+    let mut cmd = Command::new(bin("convtt-worker"));
+    cmd.arg("train")
+        .arg("--config")
+        .arg(repo().join("configs/tiny-cpu.toml"))
+        .arg("--run-dir")
+        .arg(run_dir)
+        .args(set_args(overrides));
+    cmd
+}
+
+#[test]
+fn two_cpu_workers_match_one_worker_with_the_same_global_batch() {
+    let dir = TempDir::new("dp");
+    let ov = tiny_overrides(4);
+    let two = dir.path().join("two");
+    let out = run(&mut launch(&two, &ov, &["--cpu-workers", "2"]));
+    assert_eq!(out.status.code(), Some(0), "launcher: {}", texts(&out).1);
+    let one = dir.path().join("one");
+    let out = run(&mut worker_alone(&one, &ov));
+    assert_eq!(out.status.code(), Some(0), "worker: {}", texts(&out).1);
+
+    let (a, b) = (train_losses(&two), train_losses(&one));
+    assert_eq!(a.len(), 4);
+    for (step, la) in &a {
+        let lb = b[step];
+        assert!(
+            (la - lb).abs() <= 1e-5 * lb.abs().max(1.0),
+            "step {step}: {la} vs {lb}"
+        );
+    }
+    assert!(a[&4] < a[&1], "the loss goes down: {a:?}");
+    let summary = |d: &std::path::Path| -> toml::Table {
+        std::fs::read_to_string(d.join("summary.toml"))
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let (sa, sb) = (summary(&two), summary(&one));
+    let (va, vb) = (
+        sa["valid"]["mse"].as_float().unwrap(),
+        sb["valid"]["mse"].as_float().unwrap(),
+    );
+    assert!(
+        (va - vb).abs() <= 1e-5 * vb,
+        "validation after training differs: {va} vs {vb}"
+    );
+    // Logs per rank, the resolved config and the committed checkpoint are in the run dir.
+    for f in [
+        "config.toml",
+        "logs/0-0.log",
+        "logs/0-1.log",
+        "checkpoints/LATEST",
+    ] {
+        assert!(two.join(f).exists(), "{f} missing");
+    }
+}
+
+#[test]
+fn a_killed_worker_restarts_from_the_last_checkpoint_and_continues_identically() {
+    let dir = TempDir::new("kill");
+    let ov = tiny_overrides(8);
+    let reference = dir.path().join("reference");
+    let out = run(&mut launch(&reference, &ov, &[]));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "reference run: {}",
+        texts(&out).1
+    );
+
+    let crashed = dir.path().join("crashed");
+    let mut child = launch(&crashed, &ov, &["--max-restarts", "2"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(
+        wait_for(120, || latest_step(&crashed).is_some_and(|s| s >= 4)),
+        "no checkpoint at step 4"
+    );
+    let workers = children_named(child.id(), "convtt-worker");
+    assert!(!workers.is_empty(), "no worker processes found");
+    let victim = workers[workers.len() - 1];
+    assert!(Command::new("kill")
+        .args(["-9", &victim.to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "the run completes after a restart: {stderr}"
+    );
+    assert!(
+        stderr.contains("attempt 1"),
+        "a second attempt ran: {stderr}"
+    );
+
+    let (a, b) = (train_losses(&crashed), train_losses(&reference));
+    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+    for (step, la) in &a {
+        assert_eq!(
+            *la, b[step],
+            "step {step} differs from the uninterrupted run"
+        );
+    }
+    assert!(
+        no_process_mentions(&crashed),
+        "a process of the run survived"
+    );
+}
+
+/// True when no live process has the run directory on its command line.
+fn no_process_mentions(run_dir: &std::path::Path) -> bool {
+    let needle = run_dir.display().to_string();
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .all(|e| {
+            let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+            !String::from_utf8_lossy(&cmdline).contains(&needle)
+        })
+}
+
+#[test]
+fn sigterm_commits_a_checkpoint_exits_4_and_resume_continues() {
+    let dir = TempDir::new("term");
+    let run_dir = dir.path().join("run");
+    let ov = tiny_overrides(400);
+    let child = launch(&run_dir, &ov, &[])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(
+        wait_for(120, || train_losses_len(&run_dir) >= 3),
+        "training did not start"
+    );
+    assert!(Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stopped = latest_step(&run_dir).expect("a committed checkpoint");
+    let logged = *train_losses(&run_dir).keys().max().unwrap();
+    assert_eq!(stopped, logged, "the checkpoint is at the step reached");
+    assert!(no_process_mentions(&run_dir));
+
+    // Resume for two more steps: it continues at the checkpoint's step.
+    let mut more = ov.clone();
+    more.push(format!("train.max_steps={}", stopped + 2));
+    let out = run(&mut launch(&run_dir, &more, &["--resume", "auto"]));
+    assert_eq!(out.status.code(), Some(0), "{}", texts(&out).1);
+    assert_eq!(latest_step(&run_dir), Some(stopped + 2));
+}
+
+fn train_losses_len(run_dir: &std::path::Path) -> usize {
+    if !run_dir.join("metrics.jsonl").exists() {
+        return 0;
+    }
+    train_losses(run_dir).len()
+}
+
+#[test]
+fn resuming_with_a_different_model_is_refused_naming_the_keys() {
+    let dir = TempDir::new("mismatch");
+    let run_dir = dir.path().join("run");
+    let ov = tiny_overrides(2);
+    let out = run(&mut worker_alone(&run_dir, &ov));
+    assert_eq!(out.status.code(), Some(0), "{}", texts(&out).1);
+    let mut other = ov.clone();
+    other.push("model.rank=5".into());
+    other.push("train.max_steps=4".into());
+    let out = run(&mut worker_alone(&run_dir, &other));
+    let (_, stderr) = texts(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("model.rank: 4 → 5"), "{stderr}");
+    assert_eq!(
+        latest_step(&run_dir),
+        Some(2),
+        "the existing checkpoint is untouched"
+    );
+}
+
+#[test]
+fn a_corrupt_newest_checkpoint_falls_back_to_the_previous_one() {
+    let dir = TempDir::new("corrupt");
+    let run_dir = dir.path().join("run");
+    let ov = tiny_overrides(4);
+    let out = run(&mut worker_alone(&run_dir, &ov));
+    assert_eq!(out.status.code(), Some(0), "{}", texts(&out).1);
+    let shard = run_dir.join("checkpoints/step-00000004/shard-00000-of-00001.h5");
+    let mut bytes = std::fs::read(&shard).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    std::fs::write(&shard, bytes).unwrap();
+    let mut more = ov.clone();
+    more.push("train.max_steps=5".into());
+    let out = run(&mut worker_alone(&run_dir, &more));
+    let (_, stderr) = texts(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("checksum mismatch"),
+        "warns about the bad one: {stderr}"
+    );
+    assert!(
+        stderr.contains("resumed from") && stderr.contains("step-00000002"),
+        "{stderr}"
+    );
+}

@@ -75,7 +75,9 @@ impl std::str::FromStr for DatasetKind {
             "moving-mnist" => Ok(DatasetKind::MovingMnist),
             "kth" => Ok(DatasetKind::Kth),
             "frames" => Ok(DatasetKind::Frames),
-            _ => Err(format!("unknown dataset kind {s:?} (moving-mnist, kth or frames)")),
+            _ => Err(format!(
+                "unknown dataset kind {s:?} (moving-mnist, kth or frames)"
+            )),
         }
     }
 }
@@ -143,7 +145,10 @@ impl DatasetManifest {
         let path = dir.join(MANIFEST_FILE);
         let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
         let m: DatasetManifest = toml::from_str(&text).map_err(|e| {
-            Error::format(&path, format!("not a valid dataset manifest: {}", e.message()))
+            Error::format(
+                &path,
+                format!("not a valid dataset manifest: {}", e.message()),
+            )
         })?;
         let problems = m.problems();
         if !problems.is_empty() {
@@ -163,13 +168,22 @@ impl DatasetManifest {
             ));
         }
         if self.dtype != DTYPE_U8 {
-            p.push(format!("dtype {:?} is not supported (only \"u8\")", self.dtype));
+            p.push(format!(
+                "dtype {:?} is not supported (only \"u8\")",
+                self.dtype
+            ));
         }
         if self.value_range != [0, 255] {
-            p.push(format!("value_range {:?} is not supported (only [0, 255])", self.value_range));
+            p.push(format!(
+                "value_range {:?} is not supported (only [0, 255])",
+                self.value_range
+            ));
         }
         if self.clip_shape.contains(&0) {
-            p.push(format!("clip_shape {:?} has a zero dimension", self.clip_shape));
+            p.push(format!(
+                "clip_shape {:?} has a zero dimension",
+                self.clip_shape
+            ));
         }
         if self.splits.is_empty() {
             p.push("no splits".into());
@@ -177,19 +191,26 @@ impl DatasetManifest {
         let mut seen = std::collections::BTreeSet::new();
         for (name, split) in &self.splits {
             if !valid_split_name(name) {
-                p.push(format!("split name {name:?} must be letters, digits, '-' or '_'"));
+                p.push(format!(
+                    "split name {name:?} must be letters, digits, '-' or '_'"
+                ));
             }
             let mut next = 0u64;
             for (k, s) in split.shards.iter().enumerate() {
                 let at = format!("splits.{name}.shards[{k}] ({})", s.path);
                 if !is_safe_relative(&s.path) {
-                    p.push(format!("{at}: path must be relative and stay inside the dataset"));
+                    p.push(format!(
+                        "{at}: path must be relative and stay inside the dataset"
+                    ));
                 }
                 if !seen.insert(s.path.clone()) {
                     p.push(format!("{at}: listed twice"));
                 }
                 if s.first_index != next {
-                    p.push(format!("{at}: first_index is {} but should be {next}", s.first_index));
+                    p.push(format!(
+                        "{at}: first_index is {} but should be {next}",
+                        s.first_index
+                    ));
                 }
                 if s.clips == 0 {
                     p.push(format!("{at}: holds no clips"));
@@ -225,13 +246,18 @@ impl DatasetManifest {
 
 /// True for names of letters, digits, `-` and `_` (split names become directory names).
 pub fn valid_split_name(name: &str) -> bool {
-    !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
 fn is_safe_relative(p: &str) -> bool {
     let path = Path::new(p);
     !p.is_empty()
-        && path.components().all(|c| matches!(c, std::path::Component::Normal(_)))
+        && path
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)))
 }
 
 /// Writes `bytes` to `path` so that readers see either the old file or the complete new one:
@@ -239,7 +265,10 @@ fn is_safe_relative(p: &str) -> bool {
 /// fsynced.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     let res = (|| {
         let mut f = std::fs::File::create(&tmp)?;
@@ -256,7 +285,11 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// fsyncs a directory so that renames inside it are durable.
 pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
     std::fs::File::open(dir)?.sync_all()
 }
 
@@ -316,8 +349,12 @@ mod tests {
         let p = m.problems();
         assert_eq!(p.len(), 5, "{p:#?}");
         assert!(p.iter().any(|s| s.contains("dtype")));
-        assert!(p.iter().any(|s| s.contains("clips = 9 but its shards hold 5")));
-        assert!(p.iter().any(|s| s.contains("first_index is 7 but should be 3")));
+        assert!(p
+            .iter()
+            .any(|s| s.contains("clips = 9 but its shards hold 5")));
+        assert!(p
+            .iter()
+            .any(|s| s.contains("first_index is 7 but should be 3")));
         assert!(p.iter().any(|s| s.contains("inside the dataset")));
     }
 
@@ -329,7 +366,10 @@ mod tests {
         m.write(&dir).unwrap();
         m.write(&dir).unwrap();
         assert_eq!(DatasetManifest::load(&dir).unwrap(), m);
-        let names: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names, vec![std::ffi::OsString::from(MANIFEST_FILE)]);
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -39,12 +39,18 @@ pub enum Error {
 impl Error {
     /// An I/O error on `path`.
     pub fn io(path: impl AsRef<Path>, source: std::io::Error) -> Self {
-        Error::Io { path: path.as_ref().to_owned(), source }
+        Error::Io {
+            path: path.as_ref().to_owned(),
+            source,
+        }
     }
 
     /// A format error in `path`.
     pub fn format(path: impl AsRef<Path>, msg: impl Into<String>) -> Self {
-        Error::Format { path: path.as_ref().to_owned(), msg: msg.into() }
+        Error::Format {
+            path: path.as_ref().to_owned(),
+            msg: msg.into(),
+        }
     }
 }
 

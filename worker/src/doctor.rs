@@ -48,7 +48,11 @@ pub fn probe() -> Report {
         .map(|p| p.display().to_string())
         .map_err(Clone::clone);
     let cuda_available = tch::Cuda::is_available();
-    let cuda_devices = if cuda_available { tch::Cuda::device_count() } else { 0 };
+    let cuda_devices = if cuda_available {
+        tch::Cuda::device_count()
+    } else {
+        0
+    };
     let device_names = if cuda_available && sys::cuda_driver_present() {
         device_names(cuda_devices)
     } else {
@@ -60,12 +64,21 @@ pub fn probe() -> Report {
             .map(|v| format!("{}.{}.{}", v / 10000, (v / 100) % 100, v % 100))
             .map_err(|e| format!("libnccl loaded but ncclGetVersion failed: {e:?}"))
     } else {
-        Err("libnccl.so not found (install the nvidia-nccl wheel beside torch, or put \
+        Err(
+            "libnccl.so not found (install the nvidia-nccl wheel beside torch, or put \
              libnccl.so on LD_LIBRARY_PATH)"
-            .to_owned())
+                .to_owned(),
+        )
     };
     let mpi = mpi::environment::library_version()
-        .map(|s| s.trim_end_matches('\0').lines().next().unwrap_or("").trim().to_owned())
+        .map(|s| {
+            s.trim_end_matches('\0')
+                .lines()
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_owned()
+        })
         .unwrap_or_else(|e| format!("unreadable: {e}"));
     let (a, b, c) = hdf5::library_version();
     Report {
@@ -101,7 +114,9 @@ fn device_names(n: i64) -> Vec<String> {
 
 /// NUMA nodes and their CPU lists from a sysfs `node` directory, in node order.
 pub fn numa_nodes(dir: &Path) -> Vec<(String, String)> {
-    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
     let mut nodes: Vec<(u32, String, String)> = entries
         .filter_map(|e| e.ok())
         .filter_map(|e| {
@@ -153,20 +168,31 @@ impl Report {
             Ok(v) => v.clone(),
             Err(e) => format!("unavailable: {e}"),
         };
-        let _ = writeln!(s, "libtorch       {} ({})", na(&self.libtorch_version), self.libtorch_dir);
+        let _ = writeln!(
+            s,
+            "libtorch       {} ({})",
+            na(&self.libtorch_version),
+            self.libtorch_dir
+        );
         let _ = writeln!(s, "torch threads  {}", self.torch_threads);
         let _ = writeln!(s, "cuda backend   {}", either(&self.libtorch_cuda));
         let _ = writeln!(
             s,
             "cuda           {} ({} device{})",
-            if self.cuda_available { "available" } else { "not available" },
+            if self.cuda_available {
+                "available"
+            } else {
+                "not available"
+            },
             self.cuda_devices,
             if self.cuda_devices == 1 { "" } else { "s" }
         );
         for (i, n) in self.device_names.iter().enumerate() {
             let _ = writeln!(s, "  cuda:{i}       {n}");
         }
-        let cudnn = self.cudnn.map_or("not available".into(), |v| format!("available ({v})"));
+        let cudnn = self
+            .cudnn
+            .map_or("not available".into(), |v| format!("available ({v})"));
         let _ = writeln!(s, "cudnn          {cudnn}");
         let _ = writeln!(s, "nccl           {}", either(&self.nccl));
         let _ = writeln!(s, "mpi            {}", self.mpi);
@@ -185,7 +211,10 @@ impl Report {
 pub fn run(json: bool, require_gpu: bool) -> Result<()> {
     let report = probe();
     if json {
-        println!("{}", serde_json::to_string_pretty(&report).expect("report serialises"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("report serialises")
+        );
     } else {
         print!("{}", report.render());
     }
@@ -223,7 +252,10 @@ mod tests {
         assert!(!report.hdf5.is_empty() && !report.mpi.is_empty());
         if !report.cuda_available {
             let problems = report.gpu_problems();
-            assert!(problems.iter().any(|p| p.contains("CUDA is not available")), "{problems:?}");
+            assert!(
+                problems.iter().any(|p| p.contains("CUDA is not available")),
+                "{problems:?}"
+            );
         }
     }
 }

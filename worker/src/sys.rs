@@ -16,7 +16,9 @@ pub fn dlopen_global(path: &Path) -> Result<(), String> {
             "unknown dlopen error".to_owned()
         } else {
             // SAFETY: non-null dlerror results are NUL-terminated C strings.
-            unsafe { CStr::from_ptr(msg) }.to_string_lossy().into_owned()
+            unsafe { CStr::from_ptr(msg) }
+                .to_string_lossy()
+                .into_owned()
         };
         return Err(msg);
     }

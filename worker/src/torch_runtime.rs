@@ -30,10 +30,14 @@ fn loaded_lib_dir() -> Option<PathBuf> {
 pub fn version() -> Option<String> {
     let root = lib_dir().parent()?.to_path_buf();
     if let Ok(text) = std::fs::read_to_string(root.join("version.py")) {
-        let v = text.lines().find_map(|l| l.strip_prefix("__version__ = "))?;
+        let v = text
+            .lines()
+            .find_map(|l| l.strip_prefix("__version__ = "))?;
         return Some(v.trim().trim_matches(['\'', '"']).to_owned());
     }
-    std::fs::read_to_string(root.join("build-version")).ok().map(|s| s.trim().to_owned())
+    std::fs::read_to_string(root.join("build-version"))
+        .ok()
+        .map(|s| s.trim().to_owned())
 }
 
 /// Loads libtorch's CUDA backend once; returns its path or why it could not be loaded.
@@ -41,7 +45,10 @@ pub fn load_cuda_backend() -> &'static Result<PathBuf, String> {
     CUDA_BACKEND.get_or_init(|| {
         let path = lib_dir().join("libtorch_cuda.so");
         if !path.exists() {
-            return Err(format!("{} does not exist (a CPU-only libtorch)", path.display()));
+            return Err(format!(
+                "{} does not exist (a CPU-only libtorch)",
+                path.display()
+            ));
         }
         crate::sys::dlopen_global(&path).map(|()| path)
     })

@@ -43,8 +43,13 @@ impl Default for CheckpointConfig {
 }
 
 /// Metrics a checkpoint can be ranked by.
-pub const RANKING_METRICS: &[&str] =
-    &["valid.loss", "valid.mse", "valid.mae", "valid.psnr", "valid.ssim"];
+pub const RANKING_METRICS: &[&str] = &[
+    "valid.loss",
+    "valid.mse",
+    "valid.mae",
+    "valid.psnr",
+    "valid.ssim",
+];
 
 impl CheckpointConfig {
     pub(crate) fn validate(&self, errs: &mut ConfigErrors) {

@@ -91,15 +91,20 @@ impl DataConfig {
     }
 
     pub(crate) fn validate(&self, errs: &mut ConfigErrors) {
-        check(errs, !self.dataset.trim().is_empty(), "data.dataset", || {
-            "must name a dataset directory (one holding dataset.toml)".into()
-        });
+        check(
+            errs,
+            !self.dataset.trim().is_empty(),
+            "data.dataset",
+            || "must name a dataset directory (one holding dataset.toml)".into(),
+        );
         for (key, v) in [
             ("data.train_split", &self.train_split),
             ("data.valid_split", &self.valid_split),
             ("data.test_split", &self.test_split),
         ] {
-            let ok = !v.is_empty() && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            let ok = !v.is_empty()
+                && v.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
             check(errs, ok, key, || {
                 format!("must be a split name of letters, digits, '-' or '_' (got {v:?})")
             });
@@ -110,15 +115,20 @@ impl DataConfig {
         check(errs, self.future_frames >= 1, "data.future_frames", || {
             "must be at least 1 (got 0)".into()
         });
-        check(errs, self.batch_size >= 1, "data.batch_size", || "must be at least 1 (got 0)".into());
+        check(errs, self.batch_size >= 1, "data.batch_size", || {
+            "must be at least 1 (got 0)".into()
+        });
         for (key, v) in [("data.height", self.height), ("data.width", self.width)] {
             check(errs, (1..=4096).contains(&v), key, || {
                 format!("must be between 1 and 4096 pixels (got {v})")
             });
         }
-        check(errs, self.loader_threads >= 1, "data.loader_threads", || {
-            "must be at least 1 (got 0)".into()
-        });
+        check(
+            errs,
+            self.loader_threads >= 1,
+            "data.loader_threads",
+            || "must be at least 1 (got 0)".into(),
+        );
         if self.source == DataSource::MovingMnistOnline {
             check(errs, self.height == self.width, "data.source", || {
                 format!(
@@ -139,8 +149,11 @@ impl DataConfig {
                 "is only used with data.source = \"moving-mnist-online\"".into()
             });
         }
-        check(errs, self.prefetch_batches >= 1, "data.prefetch_batches", || {
-            "must be at least 1 (got 0)".into()
-        });
+        check(
+            errs,
+            self.prefetch_batches >= 1,
+            "data.prefetch_batches",
+            || "must be at least 1 (got 0)".into(),
+        );
     }
 }

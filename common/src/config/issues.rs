@@ -32,7 +32,10 @@ pub struct ConfigErrors {
 impl ConfigErrors {
     /// Records a problem at `path`.
     pub fn push(&mut self, path: impl Into<String>, msg: impl Into<String>) {
-        self.issues.push(ConfigIssue { path: path.into(), msg: msg.into() });
+        self.issues.push(ConfigIssue {
+            path: path.into(),
+            msg: msg.into(),
+        });
     }
 
     /// True when nothing was recorded.
@@ -59,8 +62,16 @@ impl fmt::Display for ConfigErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.issues.len();
         match &self.source {
-            Some(s) => write!(f, "{s}: {n} configuration problem{}", if n == 1 { "" } else { "s" })?,
-            None => write!(f, "{n} configuration problem{}", if n == 1 { "" } else { "s" })?,
+            Some(s) => write!(
+                f,
+                "{s}: {n} configuration problem{}",
+                if n == 1 { "" } else { "s" }
+            )?,
+            None => write!(
+                f,
+                "{n} configuration problem{}",
+                if n == 1 { "" } else { "s" }
+            )?,
         }
         for issue in &self.issues {
             write!(f, "\n  {issue}")?;

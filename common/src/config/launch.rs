@@ -52,31 +52,54 @@ impl LaunchConfig {
 
     pub(crate) fn validate(&self, errs: &mut ConfigErrors) {
         let name_ok = !self.name.is_empty()
-            && self.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+            && self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
         check(errs, name_ok, "launch.name", || {
-            format!("must be letters, digits, '-', '_' or '.' (got {:?})", self.name)
+            format!(
+                "must be letters, digits, '-', '_' or '.' (got {:?})",
+                self.name
+            )
         });
-        check(errs, !self.run_dir.trim().is_empty(), "launch.run_dir", || {
-            "must not be empty".into()
-        });
+        check(
+            errs,
+            !self.run_dir.trim().is_empty(),
+            "launch.run_dir",
+            || "must not be empty".into(),
+        );
         check(errs, self.gpus <= 64, "launch.gpus", || {
             format!("must be at most 64 per node (got {})", self.gpus)
         });
-        check(errs, (1..=256).contains(&self.cpu_workers), "launch.cpu_workers", || {
-            format!("must be between 1 and 256 (got {})", self.cpu_workers)
-        });
+        check(
+            errs,
+            (1..=256).contains(&self.cpu_workers),
+            "launch.cpu_workers",
+            || format!("must be between 1 and 256 (got {})", self.cpu_workers),
+        );
         for (key, v) in [
             ("launch.heartbeat_secs", self.heartbeat_secs),
             ("launch.heartbeat_timeout_secs", self.heartbeat_timeout_secs),
-            ("launch.collective_timeout_secs", self.collective_timeout_secs),
+            (
+                "launch.collective_timeout_secs",
+                self.collective_timeout_secs,
+            ),
         ] {
             check(errs, v.is_finite() && v > 0.0, key, || {
                 format!("must be a positive number of seconds (got {v})")
             });
         }
-        check(errs, self.grace_secs.is_finite() && self.grace_secs >= 0.0, "launch.grace_secs", || {
-            format!("must be a non-negative number of seconds (got {})", self.grace_secs)
-        });
+        check(
+            errs,
+            self.grace_secs.is_finite() && self.grace_secs >= 0.0,
+            "launch.grace_secs",
+            || {
+                format!(
+                    "must be a non-negative number of seconds (got {})",
+                    self.grace_secs
+                )
+            },
+        );
         if self.heartbeat_secs.is_finite() && self.heartbeat_timeout_secs.is_finite() {
             check(
                 errs,

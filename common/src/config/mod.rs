@@ -114,7 +114,8 @@ impl RunConfig {
                     self.data.batch_size, self.launch.gpus
                 ),
             );
-        } else if self.launch.gpus == 0 && self.data.batch_size % self.launch.cpu_workers.max(1) != 0
+        } else if self.launch.gpus == 0
+            && self.data.batch_size % self.launch.cpu_workers.max(1) != 0
         {
             errs.push(
                 "data.batch_size",
@@ -143,7 +144,10 @@ pub fn parse(
     source: Option<&str>,
     overrides: &[impl AsRef<str>],
 ) -> std::result::Result<ValidConfig, ConfigErrors> {
-    let mut errs = ConfigErrors { source: source.map(str::to_owned), issues: Vec::new() };
+    let mut errs = ConfigErrors {
+        source: source.map(str::to_owned),
+        issues: Vec::new(),
+    };
     let mut table: toml::Table = match text.parse() {
         Ok(t) => t,
         Err(e) => {
@@ -242,7 +246,11 @@ pub fn known_leaf_keys() -> Vec<String> {
 
 fn report_unknown(given: &toml::Table, known: &toml::Table, prefix: &str, errs: &mut ConfigErrors) {
     for (k, v) in given {
-        let path = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+        let path = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
         match known.get(k) {
             None => {
                 let what = if prefix.is_empty() { "section" } else { "key" };
@@ -292,7 +300,13 @@ fn typed_section<T: DeserializeOwned + Default>(
 }
 
 fn type_message(e: &toml::de::Error, v: &toml::Value) -> String {
-    let msg = e.message().lines().next().unwrap_or("invalid value").trim().to_owned();
+    let msg = e
+        .message()
+        .lines()
+        .next()
+        .unwrap_or("invalid value")
+        .trim()
+        .to_owned();
     format!("{msg} (got {v})")
 }
 

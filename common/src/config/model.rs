@@ -88,27 +88,43 @@ impl ModelConfig {
         check(errs, (1..=8).contains(&self.order), "model.order", || {
             format!("must be between 1 and 8 (got {})", self.order)
         });
-        check(errs, self.steps >= 1, "model.steps", || "must be at least 1 (got 0)".into());
-        if self.order >= 1 && self.steps >= 1 {
-            check(errs, self.order <= self.steps, "model.order", || {
-                format!("must be ≤ model.steps (got {} > {})", self.order, self.steps)
-            });
-        }
-        check(errs, self.rank >= 1, "model.rank", || "must be at least 1 (got 0)".into());
-        check(errs, self.image_channels >= 1, "model.image_channels", || {
+        check(errs, self.steps >= 1, "model.steps", || {
             "must be at least 1 (got 0)".into()
         });
-        check(errs, !self.block_widths.is_empty(), "model.block_widths", || {
-            "must list at least one block width".into()
+        if self.order >= 1 && self.steps >= 1 {
+            check(errs, self.order <= self.steps, "model.order", || {
+                format!(
+                    "must be ≤ model.steps (got {} > {})",
+                    self.order, self.steps
+                )
+            });
+        }
+        check(errs, self.rank >= 1, "model.rank", || {
+            "must be at least 1 (got 0)".into()
         });
+        check(
+            errs,
+            self.image_channels >= 1,
+            "model.image_channels",
+            || "must be at least 1 (got 0)".into(),
+        );
+        check(
+            errs,
+            !self.block_widths.is_empty(),
+            "model.block_widths",
+            || "must list at least one block width".into(),
+        );
         for (i, w) in self.block_widths.iter().enumerate() {
             check(errs, *w >= 1, &format!("model.block_widths[{i}]"), || {
                 "must be at least 1 (got 0)".into()
             });
         }
-        check(errs, self.layers_per_block >= 1, "model.layers_per_block", || {
-            "must be at least 1 (got 0)".into()
-        });
+        check(
+            errs,
+            self.layers_per_block >= 1,
+            "model.layers_per_block",
+            || "must be at least 1 (got 0)".into(),
+        );
         check(errs, self.skip_stride >= 1, "model.skip_stride", || {
             "must be at least 1 (got 0)".into()
         });

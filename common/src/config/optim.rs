@@ -82,11 +82,16 @@ impl Default for OptimConfig {
 impl OptimConfig {
     pub(crate) fn validate(&self, errs: &mut ConfigErrors) {
         let positive = |v: f64| v.is_finite() && v > 0.0;
-        check(errs, positive(self.learning_rate), "optim.learning_rate", || {
-            format!("must be a positive number (got {})", self.learning_rate)
-        });
+        check(
+            errs,
+            positive(self.learning_rate),
+            "optim.learning_rate",
+            || format!("must be a positive number (got {})", self.learning_rate),
+        );
         for (key, v) in [("optim.beta1", self.beta1), ("optim.beta2", self.beta2)] {
-            check(errs, (0.0..1.0).contains(&v), key, || format!("must be in [0, 1) (got {v})"));
+            check(errs, (0.0..1.0).contains(&v), key, || {
+                format!("must be in [0, 1) (got {v})")
+            });
         }
         check(errs, positive(self.eps), "optim.eps", || {
             format!("must be a positive number (got {})", self.eps)
@@ -94,33 +99,58 @@ impl OptimConfig {
         check(errs, self.weight_decay >= 0.0, "optim.weight_decay", || {
             format!("must not be negative (got {})", self.weight_decay)
         });
-        check(errs, positive(self.clipping_threshold), "optim.clipping_threshold", || {
-            format!("must be a positive number (got {})", self.clipping_threshold)
-        });
+        check(
+            errs,
+            positive(self.clipping_threshold),
+            "optim.clipping_threshold",
+            || {
+                format!(
+                    "must be a positive number (got {})",
+                    self.clipping_threshold
+                )
+            },
+        );
         check(
             errs,
             self.lr_decay_rate > 0.0 && self.lr_decay_rate <= 1.0,
             "optim.lr_decay_rate",
             || format!("must be in (0, 1] (got {})", self.lr_decay_rate),
         );
-        check(errs, self.lr_decay_epochs >= 1, "optim.lr_decay_epochs", || {
-            "must be at least 1 (got 0)".into()
-        });
+        check(
+            errs,
+            self.lr_decay_epochs >= 1,
+            "optim.lr_decay_epochs",
+            || "must be at least 1 (got 0)".into(),
+        );
         check(
             errs,
             self.min_learning_rate >= 0.0
                 && (!positive(self.learning_rate) || self.min_learning_rate <= self.learning_rate),
             "optim.min_learning_rate",
-            || format!("must be in [0, optim.learning_rate] (got {})", self.min_learning_rate),
+            || {
+                format!(
+                    "must be in [0, optim.learning_rate] (got {})",
+                    self.min_learning_rate
+                )
+            },
         );
-        check(errs, (0.0..=1.0).contains(&self.ss_ratio_start), "optim.ss_ratio_start", || {
-            format!("must be in [0, 1] (got {})", self.ss_ratio_start)
-        });
-        check(errs, (0.0..=1.0).contains(&self.ss_decay), "optim.ss_decay", || {
-            format!("must be in [0, 1] (got {})", self.ss_decay)
-        });
-        check(errs, self.ss_decay_epochs >= 1, "optim.ss_decay_epochs", || {
-            "must be at least 1 (got 0)".into()
-        });
+        check(
+            errs,
+            (0.0..=1.0).contains(&self.ss_ratio_start),
+            "optim.ss_ratio_start",
+            || format!("must be in [0, 1] (got {})", self.ss_ratio_start),
+        );
+        check(
+            errs,
+            (0.0..=1.0).contains(&self.ss_decay),
+            "optim.ss_decay",
+            || format!("must be in [0, 1] (got {})", self.ss_decay),
+        );
+        check(
+            errs,
+            self.ss_decay_epochs >= 1,
+            "optim.ss_decay_epochs",
+            || "must be at least 1 (got 0)".into(),
+        );
     }
 }

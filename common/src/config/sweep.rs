@@ -51,12 +51,19 @@ impl SweepConfig {
                 let hint = super::suggest(key, known_keys.iter().map(String::as_str));
                 errs.push(&path, format!("is not a config key a trial can set{hint}"));
             }
-            check(errs, !values.is_empty(), &path, || "must list at least one value".into());
+            check(errs, !values.is_empty(), &path, || {
+                "must list at least one value".into()
+            });
         }
-        check(errs, self.repeats >= 1, "sweep.repeats", || "must be at least 1 (got 0)".into());
-        check(errs, self.array_parallel >= 1, "sweep.array_parallel", || {
+        check(errs, self.repeats >= 1, "sweep.repeats", || {
             "must be at least 1 (got 0)".into()
         });
+        check(
+            errs,
+            self.array_parallel >= 1,
+            "sweep.array_parallel",
+            || "must be at least 1 (got 0)".into(),
+        );
         check(
             errs,
             super::checkpoint::RANKING_METRICS.contains(&self.metric.as_str()),

@@ -3,14 +3,19 @@ use super::*;
 const NONE: &[&str] = &[];
 
 fn issues(text: &str, overrides: &[&str]) -> Vec<ConfigIssue> {
-    parse(text, Some("test.toml"), overrides).expect_err("config should be rejected").issues
+    parse(text, Some("test.toml"), overrides)
+        .expect_err("config should be rejected")
+        .issues
 }
 
 #[test]
 fn empty_config_is_the_paper_default() {
     let cfg = parse("", None, NONE).unwrap();
     assert_eq!(cfg.model.cell, CellKind::Convttlstm);
-    assert_eq!((cfg.model.order, cfg.model.steps, cfg.model.rank), (3, 3, 8));
+    assert_eq!(
+        (cfg.model.order, cfg.model.steps, cfg.model.rank),
+        (3, 3, 8)
+    );
     assert_eq!(cfg.model.filter_size, 5);
     assert_eq!(cfg.model.window(), 1);
     assert_eq!(cfg.model.block_widths, vec![32, 48, 48, 32]);
@@ -45,8 +50,13 @@ beta1 = 1.5
     let found = issues(text, NONE);
     let paths: Vec<&str> = found.iter().map(|i| i.path.as_str()).collect();
     assert_eq!(found.len(), 5, "{found:#?}");
-    for want in ["model.ordr", "model.order", "data.batch_size", "optim.learning_rate", "optim.beta1"]
-    {
+    for want in [
+        "model.ordr",
+        "model.order",
+        "data.batch_size",
+        "optim.learning_rate",
+        "optim.beta1",
+    ] {
         assert!(paths.contains(&want), "no issue for {want}: {paths:?}");
     }
     let typo = found.iter().find(|i| i.path == "model.ordr").unwrap();
@@ -57,24 +67,38 @@ beta1 = 1.5
 fn order_above_steps_names_both_keys() {
     let found = issues("[model]\norder = 5\nsteps = 3\n", NONE);
     assert_eq!(found.len(), 1);
-    assert_eq!(found[0].to_string(), "model.order: must be ≤ model.steps (got 5 > 3)");
+    assert_eq!(
+        found[0].to_string(),
+        "model.order: must be ≤ model.steps (got 5 > 3)"
+    );
 }
 
 #[test]
 fn unknown_section_suggests_the_closest() {
     let found = issues("[modle]\norder = 2\n", NONE);
     assert_eq!(found[0].path, "modle");
-    assert!(found[0].msg.contains("did you mean `model`"), "{}", found[0].msg);
+    assert!(
+        found[0].msg.contains("did you mean `model`"),
+        "{}",
+        found[0].msg
+    );
 }
 
 #[test]
 fn every_ill_typed_key_is_reported_not_just_the_first() {
-    let found = issues("[train]\nepochs = \"x\"\nseed = -3\ndevice = \"tpu\"\n", NONE);
+    let found = issues(
+        "[train]\nepochs = \"x\"\nseed = -3\ndevice = \"tpu\"\n",
+        NONE,
+    );
     let paths: Vec<&str> = found.iter().map(|i| i.path.as_str()).collect();
     assert_eq!(paths.len(), 3, "{found:#?}");
     assert!(paths.contains(&"train.epochs") && paths.contains(&"train.seed"));
     let device = found.iter().find(|i| i.path == "train.device").unwrap();
-    assert!(device.msg.contains("cpu"), "lists the valid variants: {}", device.msg);
+    assert!(
+        device.msg.contains("cpu"),
+        "lists the valid variants: {}",
+        device.msg
+    );
 }
 
 #[test]
@@ -82,7 +106,11 @@ fn overrides_take_toml_values_or_bare_strings() {
     let cfg = parse(
         "[model]\norder = 3\n",
         None,
-        &["model.order=2", "data.dataset=/tmp/x y", "model.block_widths=[8, 8]"],
+        &[
+            "model.order=2",
+            "data.dataset=/tmp/x y",
+            "model.block_widths=[8, 8]",
+        ],
     )
     .unwrap();
     assert_eq!(cfg.model.order, 2);
@@ -110,15 +138,28 @@ fn syntax_errors_give_the_line() {
 fn display_lists_every_issue_under_the_file_name() {
     let err = parse("[model]\nrank = 0\nsteps = 0\n", Some("x.toml"), NONE).unwrap_err();
     let text = err.to_string();
-    assert!(text.starts_with("x.toml: 2 configuration problems"), "{text}");
-    assert!(text.contains("\n  model.rank: ") && text.contains("\n  model.steps: "), "{text}");
+    assert!(
+        text.starts_with("x.toml: 2 configuration problems"),
+        "{text}"
+    );
+    assert!(
+        text.contains("\n  model.rank: ") && text.contains("\n  model.steps: "),
+        "{text}"
+    );
 }
 
 #[test]
 fn sweep_grid_keys_must_be_config_keys() {
-    let found = issues("[sweep.grid]\n\"model.ordr\" = [1, 2]\n\"model.rank\" = [4, 8]\n", NONE);
+    let found = issues(
+        "[sweep.grid]\n\"model.ordr\" = [1, 2]\n\"model.rank\" = [4, 8]\n",
+        NONE,
+    );
     assert_eq!(found.len(), 1, "{found:#?}");
-    assert!(found[0].msg.contains("did you mean `model.order`"), "{}", found[0].msg);
+    assert!(
+        found[0].msg.contains("did you mean `model.order`"),
+        "{}",
+        found[0].msg
+    );
 }
 
 #[test]
@@ -141,15 +182,24 @@ fn resolved_config_round_trips_and_model_hash_tracks_only_the_model() {
 #[test]
 fn missing_file_names_the_path() {
     let err = load(Path::new("/nonexistent/cfg.toml"), NONE).unwrap_err();
-    assert!(err.to_string().starts_with("/nonexistent/cfg.toml: "), "{err}");
+    assert!(
+        err.to_string().starts_with("/nonexistent/cfg.toml: "),
+        "{err}"
+    );
 }
 
 #[test]
 fn data_source_online_is_validated() {
     let cfg = parse("[data]\nsource = \"moving-mnist-online\"\n", None, NONE).unwrap();
     assert_eq!(cfg.data.source, DataSource::MovingMnistOnline);
-    assert_eq!(parse("", None, NONE).unwrap().data.source, DataSource::Shards);
-    let found = issues("[data]\nsource = \"moving-mnist-online\"\nheight = 16\n", NONE);
+    assert_eq!(
+        parse("", None, NONE).unwrap().data.source,
+        DataSource::Shards
+    );
+    let found = issues(
+        "[data]\nsource = \"moving-mnist-online\"\nheight = 16\n",
+        NONE,
+    );
     let paths: Vec<&str> = found.iter().map(|i| i.path.as_str()).collect();
     assert_eq!(paths, ["data.source", "data.height"], "{found:#?}");
     let found = issues("[data]\nmnist_dir = \"mnist\"\n", NONE);

@@ -76,15 +76,25 @@ impl Default for TrainConfig {
 
 impl TrainConfig {
     pub(crate) fn validate(&self, errs: &mut ConfigErrors) {
-        check(errs, self.epochs >= 1, "train.epochs", || "must be at least 1 (got 0)".into());
-        check(errs, self.log_every >= 1, "train.log_every", || "must be at least 1 (got 0)".into());
-        check(errs, !self.eval_horizons.is_empty(), "train.eval_horizons", || {
-            "must list at least one horizon, e.g. [10, 30]".into()
+        check(errs, self.epochs >= 1, "train.epochs", || {
+            "must be at least 1 (got 0)".into()
         });
+        check(errs, self.log_every >= 1, "train.log_every", || {
+            "must be at least 1 (got 0)".into()
+        });
+        check(
+            errs,
+            !self.eval_horizons.is_empty(),
+            "train.eval_horizons",
+            || "must list at least one horizon, e.g. [10, 30]".into(),
+        );
         for (i, h) in self.eval_horizons.iter().enumerate() {
-            check(errs, (1..=1000).contains(h), &format!("train.eval_horizons[{i}]"), || {
-                format!("must be between 1 and 1000 frames (got {h})")
-            });
+            check(
+                errs,
+                (1..=1000).contains(h),
+                &format!("train.eval_horizons[{i}]"),
+                || format!("must be between 1 and 1000 frames (got {h})"),
+            );
         }
         check(
             errs,

@@ -54,7 +54,10 @@ impl Dataset {
                 msg: format!("does not match the files:\n  {}", problems.join("\n  ")),
             });
         }
-        Ok(Self { root: root.to_owned(), manifest: Arc::new(manifest) })
+        Ok(Self {
+            root: root.to_owned(),
+            manifest: Arc::new(manifest),
+        })
     }
 
     /// The dataset directory.
@@ -96,13 +99,22 @@ fn header_problems(
     let i = r.info();
     let mut p = Vec::new();
     if i.shape != m.clip_shape {
-        p.push(format!("clip shape {:?} but dataset.toml says {:?}", i.shape, m.clip_shape));
+        p.push(format!(
+            "clip shape {:?} but dataset.toml says {:?}",
+            i.shape, m.clip_shape
+        ));
     }
     if i.clips as u64 != entry.clips {
-        p.push(format!("{} clips but dataset.toml says {}", i.clips, entry.clips));
+        p.push(format!(
+            "{} clips but dataset.toml says {}",
+            i.clips, entry.clips
+        ));
     }
     if i.split != split {
-        p.push(format!("split attribute {:?} but it is listed under {split:?}", i.split));
+        p.push(format!(
+            "split attribute {:?} but it is listed under {split:?}",
+            i.split
+        ));
     }
     if i.first_index != entry.first_index {
         p.push(format!(
@@ -150,7 +162,10 @@ impl SplitHandle {
 
     /// A reader that opens shards lazily, read-only.
     pub fn reader(&self) -> SplitReader {
-        SplitReader { handle: self.clone(), open: (0..self.shards.len()).map(|_| None).collect() }
+        SplitReader {
+            handle: self.clone(),
+            open: (0..self.shards.len()).map(|_| None).collect(),
+        }
     }
 }
 
@@ -176,8 +191,12 @@ impl SplitReader {
     /// file and the split-wide clip index.
     pub fn read_clip(&mut self, index: usize, out: &mut [u8]) -> Result<()> {
         let shards = &self.handle.shards;
-        let k = shards.partition_point(|s| s.first_index <= index as u64).saturating_sub(1);
-        let entry = shards.get(k).filter(|s| (index as u64) < s.first_index + s.clips);
+        let k = shards
+            .partition_point(|s| s.first_index <= index as u64)
+            .saturating_sub(1);
+        let entry = shards
+            .get(k)
+            .filter(|s| (index as u64) < s.first_index + s.clips);
         let Some(entry) = entry else {
             return Err(Error::Usage(format!(
                 "clip {index} is beyond the {} clips of split {}",
@@ -190,9 +209,10 @@ impl SplitReader {
         let r = self.open[k].as_ref().expect("just opened");
         let local = index - entry.first_index as usize;
         r.read_clip(local, out).map_err(|e| match e {
-            Error::Data { path, msg } => {
-                Error::Data { path, msg: format!("{msg} (clip {index} of split {})", self.handle.name) }
-            }
+            Error::Data { path, msg } => Error::Data {
+                path,
+                msg: format!("{msg} (clip {index} of split {})", self.handle.name),
+            },
             e => e,
         })
     }
@@ -307,7 +327,8 @@ pub fn verify(root: &Path) -> VerifyReport {
                 .collect();
             extra.sort();
             for p in extra {
-                rep.problems.push(format!("{}: not listed in dataset.toml", p.display()));
+                rep.problems
+                    .push(format!("{}: not listed in dataset.toml", p.display()));
             }
         }
     }

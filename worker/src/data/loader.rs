@@ -95,9 +95,16 @@ impl Loader {
             )));
         }
         if opts.batch_size == 0 || opts.threads == 0 {
-            return Err(Error::Usage("batch size and loader threads must be at least 1".into()));
+            return Err(Error::Usage(
+                "batch size and loader threads must be at least 1".into(),
+            ));
         }
-        Ok(Self { factory, clip_shape, sampler, opts })
+        Ok(Self {
+            factory,
+            clip_shape,
+            sampler,
+            opts,
+        })
     }
 
     /// A loader over the shards of a split.
@@ -133,7 +140,13 @@ impl Loader {
         let [_, c, h, w] = self.clip_shape;
         let full = self.clip_shape.iter().product::<usize>();
         let used = self.opts.frames * c * h * w;
-        let shape = [b as i64, self.opts.frames as i64, c as i64, h as i64, w as i64];
+        let shape = [
+            b as i64,
+            self.opts.frames as i64,
+            c as i64,
+            h as i64,
+            w as i64,
+        ];
         let mut receivers = Vec::with_capacity(threads);
         let mut handles = Vec::with_capacity(threads);
         for j in 0..threads {
@@ -141,39 +154,44 @@ impl Loader {
             receivers.push(rx);
             let (factory, indices, stop) = (self.factory.clone(), indices.clone(), stop.clone());
             let device = self.opts.device;
-            let spawned = std::thread::Builder::new().name(format!("loader-{j}")).spawn(move || {
-                let mut source = match factory() {
-                    Ok(s) => s,
-                    Err(e) => {
-                        let _ = tx.send(Err(e));
-                        return;
-                    }
-                };
-                let mut clip = vec![0u8; full];
-                for k in (j..steps).step_by(threads) {
-                    if stop.load(Ordering::Relaxed) {
-                        return;
-                    }
-                    let ids = indices[k * b..(k + 1) * b].to_vec();
-                    let mut bytes = Vec::with_capacity(b * used);
-                    let mut res = Ok(());
-                    for &i in &ids {
-                        res = source.read_clip(epoch, i, &mut clip);
-                        if res.is_err() {
-                            break;
+            let spawned = std::thread::Builder::new()
+                .name(format!("loader-{j}"))
+                .spawn(move || {
+                    let mut source = match factory() {
+                        Ok(s) => s,
+                        Err(e) => {
+                            let _ = tx.send(Err(e));
+                            return;
                         }
-                        bytes.extend_from_slice(&clip[..used]);
+                    };
+                    let mut clip = vec![0u8; full];
+                    for k in (j..steps).step_by(threads) {
+                        if stop.load(Ordering::Relaxed) {
+                            return;
+                        }
+                        let ids = indices[k * b..(k + 1) * b].to_vec();
+                        let mut bytes = Vec::with_capacity(b * used);
+                        let mut res = Ok(());
+                        for &i in &ids {
+                            res = source.read_clip(epoch, i, &mut clip);
+                            if res.is_err() {
+                                break;
+                            }
+                            bytes.extend_from_slice(&clip[..used]);
+                        }
+                        let batch =
+                            res.and_then(|()| host_batch(&bytes, shape, device))
+                                .map(|clips| Batch {
+                                    clips,
+                                    indices: ids,
+                                });
+                        let failed = batch.is_err();
+                        // A send error means the consumer is gone: stop quietly.
+                        if tx.send(batch).is_err() || failed {
+                            return;
+                        }
                     }
-                    let batch = res.and_then(|()| host_batch(&bytes, shape, device)).map(
-                        |clips| Batch { clips, indices: ids },
-                    );
-                    let failed = batch.is_err();
-                    // A send error means the consumer is gone: stop quietly.
-                    if tx.send(batch).is_err() || failed {
-                        return;
-                    }
-                }
-            });
+                });
             match spawned {
                 Ok(h) => handles.push(h),
                 Err(e) => {
@@ -187,7 +205,15 @@ impl Loader {
                 }
             }
         }
-        EpochIter { receivers, handles, stop, next: 0, steps, device: self.opts.device, done: false }
+        EpochIter {
+            receivers,
+            handles,
+            stop,
+            next: 0,
+            steps,
+            device: self.opts.device,
+            done: false,
+        }
     }
 }
 
@@ -216,7 +242,10 @@ pub struct EpochIter {
 
 impl std::fmt::Debug for EpochIter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EpochIter").field("next", &self.next).field("steps", &self.steps).finish()
+        f.debug_struct("EpochIter")
+            .field("next", &self.next)
+            .field("steps", &self.steps)
+            .finish()
     }
 }
 
@@ -230,9 +259,14 @@ impl EpochIter {
         if !self.device.is_cuda() {
             return Ok(batch);
         }
-        let on = batch.clips.f_to_device_(self.device, Kind::Uint8, true, false)?;
+        let on = batch
+            .clips
+            .f_to_device_(self.device, Kind::Uint8, true, false)?;
         let clips = on.f_to_kind(Kind::Float)?.f_div_scalar(255.0)?;
-        Ok(Batch { clips, indices: batch.indices })
+        Ok(Batch {
+            clips,
+            indices: batch.indices,
+        })
     }
 }
 

@@ -29,8 +29,11 @@ pub struct MnistImages {
 impl MnistImages {
     /// The bundled 10,000 MNIST test digits.
     pub fn bundled_test() -> Self {
-        Self::parse(BUNDLED_TEST_IMAGES, "<bundled t10k-images-idx3-ubyte.gz>".into())
-            .expect("the bundled MNIST test images are a valid idx file")
+        Self::parse(
+            BUNDLED_TEST_IMAGES,
+            "<bundled t10k-images-idx3-ubyte.gz>".into(),
+        )
+        .expect("the bundled MNIST test images are a valid idx file")
     }
 
     /// Reads an idx3 image file (`.gz` or raw; gzip is detected by its magic bytes).
@@ -44,13 +47,28 @@ impl MnistImages {
 
     /// Images from raw pixels (`count × rows × cols`).
     #[cfg(test)]
-    pub(crate) fn from_raw(origin: String, count: usize, rows: usize, cols: usize, pixels: Vec<u8>) -> Self {
+    pub(crate) fn from_raw(
+        origin: String,
+        count: usize,
+        rows: usize,
+        cols: usize,
+        pixels: Vec<u8>,
+    ) -> Self {
         assert_eq!(pixels.len(), count * rows * cols);
-        Self { origin, count, rows, cols, pixels }
+        Self {
+            origin,
+            count,
+            rows,
+            cols,
+            pixels,
+        }
     }
 
     fn parse(bytes: &[u8], origin: String) -> Result<Self> {
-        let bad = |msg: String| Error::Data { path: PathBuf::from(&origin), msg };
+        let bad = |msg: String| Error::Data {
+            path: PathBuf::from(&origin),
+            msg,
+        };
         let raw = if bytes.starts_with(&[0x1f, 0x8b]) {
             let mut out = Vec::new();
             flate2::read::GzDecoder::new(bytes)
@@ -61,12 +79,18 @@ impl MnistImages {
             bytes.to_vec()
         };
         if raw.len() < 16 {
-            return Err(bad(format!("{} bytes is too short for an idx3 header", raw.len())));
+            return Err(bad(format!(
+                "{} bytes is too short for an idx3 header",
+                raw.len()
+            )));
         }
-        let word = |i: usize| u32::from_be_bytes(raw[4 * i..4 * i + 4].try_into().unwrap()) as usize;
+        let word =
+            |i: usize| u32::from_be_bytes(raw[4 * i..4 * i + 4].try_into().unwrap()) as usize;
         let (magic, count, rows, cols) = (word(0), word(1), word(2), word(3));
         if magic != 2051 {
-            return Err(bad(format!("magic {magic} is not an idx3 image file (2051)")));
+            return Err(bad(format!(
+                "magic {magic} is not an idx3 image file (2051)"
+            )));
         }
         let want = count * rows * cols;
         if raw.len() - 16 != want {
@@ -76,7 +100,13 @@ impl MnistImages {
             )));
         }
         let pixels = raw[16..].to_vec();
-        Ok(Self { origin, count, rows, cols, pixels })
+        Ok(Self {
+            origin,
+            count,
+            rows,
+            cols,
+            pixels,
+        })
     }
 
     /// Image `i`, `rows × cols` row-major.

@@ -106,7 +106,12 @@ pub fn train_loader(cfg: &DataConfig, seed: u64, at: Placement) -> Result<Loader
             let shape = generator.clip_shape();
             let factory: SourceFactory =
                 Arc::new(move || Ok(Box::new(generator.clone()) as Box<dyn ClipSource>));
-            Loader::new(factory, shape, DistributedSampler::new(n, 0, at.world, at.rank, seed, true), opts)
+            Loader::new(
+                factory,
+                shape,
+                DistributedSampler::new(n, 0, at.world, at.rank, seed, true),
+                opts,
+            )
         }
     }
 }

@@ -24,7 +24,12 @@ pub fn trajectory(rng: &mut Rng, frames: usize, free: usize) -> Vec<(usize, usiz
     let x = rng.next_f64();
     let y = rng.next_f64();
     let theta = rng.next_f64() * 2.0 * std::f64::consts::PI;
-    bounce_path((x, y), (theta.cos() * STEP, theta.sin() * STEP), frames, free)
+    bounce_path(
+        (x, y),
+        (theta.cos() * STEP, theta.sin() * STEP),
+        frames,
+        free,
+    )
 }
 
 /// Corners `(row, col)` per frame from a start `(x, y)` and a velocity `(vx, vy)`.
@@ -72,8 +77,16 @@ pub struct MovingMnist<'a> {
 impl<'a> MovingMnist<'a> {
     /// `size` must be at least the digit size (28 for MNIST); the caller validates.
     pub fn new(digits: &'a MnistImages, frames: usize, size: usize, n_digits: usize) -> Self {
-        assert!(size >= digits.rows && size >= digits.cols, "canvas smaller than a digit");
-        Self { digits, frames, size, n_digits }
+        assert!(
+            size >= digits.rows && size >= digits.cols,
+            "canvas smaller than a digit"
+        );
+        Self {
+            digits,
+            frames,
+            size,
+            n_digits,
+        }
     }
 
     /// Bytes of one clip (`frames × size × size`).
@@ -94,7 +107,9 @@ impl<'a> MovingMnist<'a> {
         let free = s - dr.max(dc);
         for _ in 0..self.n_digits {
             let path = trajectory(rng, self.frames, free);
-            let digit = self.digits.image(rng.below(self.digits.count as u64) as usize);
+            let digit = self
+                .digits
+                .image(rng.below(self.digits.count as u64) as usize);
             for (t, &(top, left)) in path.iter().enumerate() {
                 let frame = &mut out[t * s * s..(t + 1) * s * s];
                 for r in 0..dr {
@@ -155,7 +170,10 @@ mod tests {
         assert_ne!(clip, again, "another index, another clip");
         for seed in 0..20 {
             g.generate(seed, 0, 0, &mut clip);
-            assert!(clip.iter().all(|p| [0, 100, 200].contains(p)), "a pixel was summed");
+            assert!(
+                clip.iter().all(|p| [0, 100, 200].contains(p)),
+                "a pixel was summed"
+            );
         }
     }
 }

@@ -36,7 +36,13 @@ impl OnlineMovingMnist {
                 digits.rows, digits.cols
             )));
         }
-        Ok(Self { digits, frames, size, digits_per_clip: 2, seed })
+        Ok(Self {
+            digits,
+            frames,
+            size,
+            digits_per_clip: 2,
+            seed,
+        })
     }
 
     /// `[T, C, H, W]` of the clips.

@@ -37,7 +37,14 @@ impl Progress {
             bar
         });
         let now = Instant::now();
-        Self { label, total, done: 0, start: now, last_log: now, bar }
+        Self {
+            label,
+            total,
+            done: 0,
+            start: now,
+            last_log: now,
+            bar,
+        }
     }
 
     /// Counts `n` more items.

@@ -64,8 +64,14 @@ mod tests {
         let mut r = Rng::derive(0, &[]);
         let first: Vec<u64> = (0..2).map(|_| r.next_u64()).collect();
         assert_eq!(first, [0xa706_dd2f_4d19_7e6f, 0xb382_a305_f441_4f5e]);
-        assert_ne!(Rng::derive(0, &[1]).next_u64(), Rng::derive(0, &[2]).next_u64());
-        assert_ne!(Rng::derive(1, &[0]).next_u64(), Rng::derive(0, &[1]).next_u64());
+        assert_ne!(
+            Rng::derive(0, &[1]).next_u64(),
+            Rng::derive(0, &[2]).next_u64()
+        );
+        assert_ne!(
+            Rng::derive(1, &[0]).next_u64(),
+            Rng::derive(0, &[1]).next_u64()
+        );
     }
 
     #[test]

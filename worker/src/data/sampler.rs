@@ -26,10 +26,23 @@ impl DistributedSampler {
     ///
     /// # Panics
     /// If `world == 0` or `rank >= world` (the launcher guarantees both).
-    pub fn new(len: usize, cap: usize, world: usize, rank: usize, seed: u64, shuffle: bool) -> Self {
+    pub fn new(
+        len: usize,
+        cap: usize,
+        world: usize,
+        rank: usize,
+        seed: u64,
+        shuffle: bool,
+    ) -> Self {
         assert!(world > 0 && rank < world, "rank {rank} of world {world}");
         let len = if cap == 0 { len } else { len.min(cap) };
-        Self { len, world, rank, seed, shuffle }
+        Self {
+            len,
+            world,
+            rank,
+            seed,
+            shuffle,
+        }
     }
 
     /// Eligible clips (after the cap).
@@ -54,7 +67,10 @@ impl DistributedSampler {
             Rng::derive(self.seed, &[0x5A3B_1E00, epoch]).shuffle(&mut all);
         }
         all.truncate(self.per_rank() * self.world);
-        all.into_iter().skip(self.rank).step_by(self.world).collect()
+        all.into_iter()
+            .skip(self.rank)
+            .step_by(self.world)
+            .collect()
     }
 }
 

@@ -32,7 +32,10 @@ pub fn init_hdf5_env() {
 }
 
 fn data_err(path: &Path, msg: impl std::fmt::Display) -> Error {
-    Error::Data { path: path.to_owned(), msg: msg.to_string() }
+    Error::Data {
+        path: path.to_owned(),
+        msg: msg.to_string(),
+    }
 }
 
 /// Writes one shard clip by clip.
@@ -74,14 +77,30 @@ impl ShardWriter {
             .create(CLIPS_DATASET)
             .map_err(err)?;
         let attrs = || -> hdf5::Result<()> {
-            ds.new_attr::<u32>().shape(()).create("format_version")?.write_scalar(&FORMAT_VERSION)?;
+            ds.new_attr::<u32>()
+                .shape(())
+                .create("format_version")?
+                .write_scalar(&FORMAT_VERSION)?;
             let split: VarLenUnicode = split.parse().map_err(|e| format!("split name: {e}"))?;
-            ds.new_attr::<VarLenUnicode>().shape(()).create("split")?.write_scalar(&split)?;
-            ds.new_attr::<u64>().shape(()).create("first_index")?.write_scalar(&first_index)?;
+            ds.new_attr::<VarLenUnicode>()
+                .shape(())
+                .create("split")?
+                .write_scalar(&split)?;
+            ds.new_attr::<u64>()
+                .shape(())
+                .create("first_index")?
+                .write_scalar(&first_index)?;
             Ok(())
         };
         attrs().map_err(err)?;
-        Ok(Self { path: path.to_owned(), file, ds, clips, shape, written: 0 })
+        Ok(Self {
+            path: path.to_owned(),
+            file,
+            ds,
+            clips,
+            shape,
+            written: 0,
+        })
     }
 
     /// Appends the next clip (`T·C·H·W` bytes, row-major).
@@ -90,17 +109,24 @@ impl ShardWriter {
         assert!(i < self.clips, "shard {} is full", self.path.display());
         let view = ndarray::ArrayView4::from_shape(self.shape, clip)
             .expect("clip buffer has the clip shape");
-        self.ds.write_slice(view, ndarray::s![i, .., .., .., ..]).map_err(|e| Error::Io {
-            path: self.path.clone(),
-            source: std::io::Error::other(format!("writing clip {i}: {e}")),
-        })?;
+        self.ds
+            .write_slice(view, ndarray::s![i, .., .., .., ..])
+            .map_err(|e| Error::Io {
+                path: self.path.clone(),
+                source: std::io::Error::other(format!("writing clip {i}: {e}")),
+            })?;
         self.written += 1;
         Ok(())
     }
 
     /// Flushes and closes the file; all clips must have been written.
     pub fn finish(self) -> Result<PathBuf> {
-        assert_eq!(self.written, self.clips, "shard {} is incomplete", self.path.display());
+        assert_eq!(
+            self.written,
+            self.clips,
+            "shard {} is incomplete",
+            self.path.display()
+        );
         drop(self.ds);
         self.file.close().map_err(|e| Error::Io {
             path: self.path.clone(),
@@ -148,9 +174,15 @@ impl ShardReader {
         let ds = file
             .dataset(CLIPS_DATASET)
             .map_err(|e| data_err(path, format!("no dataset {CLIPS_DATASET:?}: {e}")))?;
-        let dtype = ds.dtype().and_then(|t| t.to_descriptor()).map_err(|e| data_err(path, e))?;
+        let dtype = ds
+            .dtype()
+            .and_then(|t| t.to_descriptor())
+            .map_err(|e| data_err(path, e))?;
         if dtype != TypeDescriptor::Unsigned(IntSize::U1) {
-            return Err(data_err(path, format!("dataset \"clips\" has dtype {dtype}, expected u8")));
+            return Err(data_err(
+                path,
+                format!("dataset \"clips\" has dtype {dtype}, expected u8"),
+            ));
         }
         let dims = ds.shape();
         let shape: [usize; 4] = match dims[..] {
@@ -163,9 +195,11 @@ impl ShardReader {
             }
         };
         let attr = |name: &str| {
-            ds.attr(name).map_err(|e| data_err(path, format!("attribute {name:?} missing: {e}")))
+            ds.attr(name)
+                .map_err(|e| data_err(path, format!("attribute {name:?} missing: {e}")))
         };
-        let bad_attr = |name: &str, e: hdf5::Error| data_err(path, format!("attribute {name:?}: {e}"));
+        let bad_attr =
+            |name: &str, e: hdf5::Error| data_err(path, format!("attribute {name:?}: {e}"));
         let info = ShardInfo {
             clips: dims[0],
             shape,
@@ -180,7 +214,12 @@ impl ShardReader {
                 .read_scalar::<u64>()
                 .map_err(|e| bad_attr("first_index", e))?,
         };
-        Ok(Self { path: path.to_owned(), ds, info, _file: file })
+        Ok(Self {
+            path: path.to_owned(),
+            ds,
+            info,
+            _file: file,
+        })
     }
 
     /// The file.
@@ -198,7 +237,10 @@ impl ShardReader {
         if i >= self.info.clips {
             return Err(data_err(
                 &self.path,
-                format!("clip {i} is beyond the {} clips of the shard", self.info.clips),
+                format!(
+                    "clip {i} is beyond the {} clips of the shard",
+                    self.info.clips
+                ),
             ));
         }
         let a: ndarray::Array4<u8> = self
@@ -228,11 +270,21 @@ mod tests {
             w.finish().unwrap()
         };
         let (a, b) = (write("a.h5"), write("b.h5"));
-        assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap(), "no timestamps");
+        assert_eq!(
+            std::fs::read(&a).unwrap(),
+            std::fs::read(&b).unwrap(),
+            "no timestamps"
+        );
         let r = ShardReader::open(&a).unwrap();
         assert_eq!(
             r.info(),
-            &ShardInfo { clips: 2, shape, format_version: 1, split: "train".into(), first_index: 10 }
+            &ShardInfo {
+                clips: 2,
+                shape,
+                format_version: 1,
+                split: "train".into(),
+                first_index: 10
+            }
         );
         let mut out = vec![0u8; 60];
         r.read_clip(1, &mut out).unwrap();
@@ -248,12 +300,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f32.h5");
         let f = hdf5::File::create(&path).unwrap();
-        f.new_dataset::<f32>().shape((1, 1, 1, 2, 2)).create("clips").unwrap();
+        f.new_dataset::<f32>()
+            .shape((1, 1, 1, 2, 2))
+            .create("clips")
+            .unwrap();
         drop(f);
         let e = ShardReader::open(&path).unwrap_err().to_string();
         assert!(e.contains("f32.h5") && e.contains("expected u8"), "{e}");
         let e = ShardReader::open(&dir.path().join("nope.h5")).unwrap_err();
-        assert!(e.to_string().contains("nope.h5: shard file is missing"), "{e}");
+        assert!(
+            e.to_string().contains("nope.h5: shard file is missing"),
+            "{e}"
+        );
         assert_eq!(e.exit_code(), crate::exit::DATA);
     }
 }

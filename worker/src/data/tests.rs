@@ -13,8 +13,10 @@ use crate::exit;
 
 /// Runs `convtt-data ARGS` in-process.
 fn data(args: &[&str]) -> crate::Result<()> {
-    run(DataCli::try_parse_from(std::iter::once("convtt-data").chain(args.iter().copied()))
-        .expect("valid command line"))
+    run(
+        DataCli::try_parse_from(std::iter::once("convtt-data").chain(args.iter().copied()))
+            .expect("valid command line"),
+    )
 }
 
 /// A small Moving-MNIST dataset: 6 train, 2 valid, 3 test clips of 4 frames, 3 clips per shard
@@ -23,8 +25,21 @@ fn small(dir: &Path, name: &str, seed: u64) -> PathBuf {
     let out = dir.join(name);
     let seed = seed.to_string();
     data(&[
-        "moving-mnist", "--out", out.to_str().unwrap(), "--train", "6", "--valid", "2",
-        "--test", "3", "--frames", "4", "--seed", &seed, "--shard-clips", "3",
+        "moving-mnist",
+        "--out",
+        out.to_str().unwrap(),
+        "--train",
+        "6",
+        "--valid",
+        "2",
+        "--test",
+        "3",
+        "--frames",
+        "4",
+        "--seed",
+        &seed,
+        "--shard-clips",
+        "3",
     ])
     .unwrap();
     out
@@ -37,7 +52,10 @@ fn all_files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
         if p.is_dir() {
             out.extend(all_files(&p));
         } else {
-            out.push((p.strip_prefix(dir).unwrap().to_owned(), std::fs::read(&p).unwrap()));
+            out.push((
+                p.strip_prefix(dir).unwrap().to_owned(),
+                std::fs::read(&p).unwrap(),
+            ));
         }
     }
     out.sort();
@@ -45,7 +63,13 @@ fn all_files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
 }
 
 fn cpu(batch_size: usize, threads: usize, frames: usize) -> LoaderOptions {
-    LoaderOptions { batch_size, threads, prefetch: 2, frames, device: tch::Device::Cpu }
+    LoaderOptions {
+        batch_size,
+        threads,
+        prefetch: 2,
+        frames,
+        device: tch::Device::Cpu,
+    }
 }
 
 #[test]
@@ -78,17 +102,29 @@ fn generate_verify_read() {
         let b = &batches[0];
         assert_eq!(b.clips.size(), [2, 3, 1, 64, 64]);
         assert_eq!(b.clips.kind(), tch::Kind::Float);
-        let (lo, hi) = (b.clips.min().double_value(&[]), b.clips.max().double_value(&[]));
+        let (lo, hi) = (
+            b.clips.min().double_value(&[]),
+            b.clips.max().double_value(&[]),
+        );
         assert!(lo >= 0.0 && hi <= 1.0 && hi > 0.5, "{lo} {hi}");
         // Pixel check against a direct read of the first clip of the batch (3 of 4 frames).
         let mut clip = vec![0u8; 4 * 64 * 64];
         train.reader().read_clip(b.indices[0], &mut clip).unwrap();
-        let want: Vec<f32> = clip[..3 * 64 * 64].iter().map(|&v| v as f32 / 255.0).collect();
+        let want: Vec<f32> = clip[..3 * 64 * 64]
+            .iter()
+            .map(|&v| v as f32 / 255.0)
+            .collect();
         let got = Vec::<f32>::try_from(b.clips.get(0).flatten(0, -1)).unwrap();
-        assert!(got == want, "batch pixels differ from a direct read of the clip");
+        assert!(
+            got == want,
+            "batch pixels differ from a direct read of the clip"
+        );
         seen.push(Vec::<f32>::try_from(batches[2].clips.flatten(0, -1)).unwrap());
     }
-    assert!(seen.windows(2).all(|w| w[0] == w[1]), "thread count changes nothing");
+    assert!(
+        seen.windows(2).all(|w| w[0] == w[1]),
+        "thread count changes nothing"
+    );
 }
 
 #[test]
@@ -105,7 +141,11 @@ fn same_seed_gives_byte_identical_datasets() {
             let (x, y) = (String::from_utf8_lossy(x), String::from_utf8_lossy(y));
             assert_eq!(x.replace("name = \"a\"", "name = \"b\""), y);
         } else {
-            assert!(x == y, "{} differs between two runs with the same seed", p.display());
+            assert!(
+                x == y,
+                "{} differs between two runs with the same seed",
+                p.display()
+            );
         }
     }
     assert_ne!(a[1].1, c[1].1, "another seed, other clips");
@@ -122,13 +162,26 @@ fn truncated_shard_is_named() {
     let e = Dataset::open(&root).unwrap_err();
     assert_eq!(e.exit_code(), exit::DATA);
     let msg = e.to_string();
-    assert!(msg.contains("train/shard-00001.h5") && msg.contains("truncated"), "{msg}");
+    assert!(
+        msg.contains("train/shard-00001.h5") && msg.contains("truncated"),
+        "{msg}"
+    );
 
     // Reading through a reader that skipped the open-time checks also names the file.
     let rep = verify(&root);
-    assert!(rep.problems.iter().any(|p| p.contains("shard-00001.h5") && p.contains("bytes")));
-    assert!(rep.problems.iter().any(|p| p.contains("shard-00001.h5") && p.contains("sha256")));
-    assert!(rep.problems.iter().all(|p| !p.contains("shard-00000.h5")), "{:#?}", rep.problems);
+    assert!(rep
+        .problems
+        .iter()
+        .any(|p| p.contains("shard-00001.h5") && p.contains("bytes")));
+    assert!(rep
+        .problems
+        .iter()
+        .any(|p| p.contains("shard-00001.h5") && p.contains("sha256")));
+    assert!(
+        rep.problems.iter().all(|p| !p.contains("shard-00000.h5")),
+        "{:#?}",
+        rep.problems
+    );
     let e = data(&["verify", root.to_str().unwrap()]).unwrap_err();
     assert_eq!(e.exit_code(), exit::DATA);
 }
@@ -151,12 +204,16 @@ fn flipped_byte_is_a_checksum_error_and_a_clip_error() {
     let rep = verify(&root);
     let shown = shard.display().to_string();
     assert!(
-        rep.problems.iter().any(|p| p.starts_with(&shown) && p.contains("sha256 mismatch")),
+        rep.problems
+            .iter()
+            .any(|p| p.starts_with(&shown) && p.contains("sha256 mismatch")),
         "{:#?}",
         rep.problems
     );
     assert!(
-        rep.problems.iter().any(|p| p.starts_with(&shown) && p.contains("clip 1")),
+        rep.problems
+            .iter()
+            .any(|p| p.starts_with(&shown) && p.contains("clip 1")),
         "{:#?}",
         rep.problems
     );
@@ -165,9 +222,17 @@ fn flipped_byte_is_a_checksum_error_and_a_clip_error() {
     // The training-side reader reports the file and the clip too.
     let ds = Dataset::open(&root).unwrap(); // sizes and headers are intact
     let mut out = vec![0u8; 4 * 64 * 64];
-    let e = ds.split("test").unwrap().reader().read_clip(1, &mut out).unwrap_err();
+    let e = ds
+        .split("test")
+        .unwrap()
+        .reader()
+        .read_clip(1, &mut out)
+        .unwrap_err();
     assert_eq!(e.exit_code(), exit::DATA);
-    assert!(e.to_string().contains("shard-00000.h5") && e.to_string().contains("clip 1"), "{e}");
+    assert!(
+        e.to_string().contains("shard-00000.h5") && e.to_string().contains("clip 1"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -181,13 +246,25 @@ fn inconsistent_manifest_lists_every_problem() {
     std::fs::remove_file(root.join("valid/shard-00000.h5")).unwrap();
     let msg = Dataset::open(&root).unwrap_err().to_string();
     assert!(msg.contains("valid/shard-00000.h5"), "{msg}");
-    assert_eq!(msg.matches("clip shape [4, 1, 64, 64] but dataset.toml says").count(), 3, "{msg}");
+    assert_eq!(
+        msg.matches("clip shape [4, 1, 64, 64] but dataset.toml says")
+            .count(),
+        3,
+        "{msg}"
+    );
 
     // A manifest whose counts do not add up is rejected before any file is opened.
     let text = std::fs::read_to_string(root.join(MANIFEST_FILE)).unwrap();
-    std::fs::write(root.join(MANIFEST_FILE), text.replacen("clips = 6", "clips = 7", 1)).unwrap();
+    std::fs::write(
+        root.join(MANIFEST_FILE),
+        text.replacen("clips = 6", "clips = 7", 1),
+    )
+    .unwrap();
     let e = Dataset::open(&root).unwrap_err();
-    assert!(e.to_string().contains("dataset.toml") && e.to_string().contains("clips = 7"), "{e}");
+    assert!(
+        e.to_string().contains("dataset.toml") && e.to_string().contains("clips = 7"),
+        "{e}"
+    );
     assert_eq!(e.exit_code(), exit::DATA);
     let rep = verify(&root);
     assert_eq!(rep.problems.len(), 1, "{:#?}", rep.problems);
@@ -201,8 +278,18 @@ fn force_replaces_only_after_success() {
     let out = root.to_str().unwrap();
 
     // Without --force: a usage error, nothing touched.
-    let e = data(&["moving-mnist", "--out", out, "--train", "2", "--valid", "0", "--test", "0"])
-        .unwrap_err();
+    let e = data(&[
+        "moving-mnist",
+        "--out",
+        out,
+        "--train",
+        "2",
+        "--valid",
+        "0",
+        "--test",
+        "0",
+    ])
+    .unwrap_err();
     assert_eq!(e.exit_code(), exit::CONFIG);
     assert!(e.to_string().contains("--force"), "{e}");
     assert_eq!(all_files(&root), before);
@@ -211,8 +298,17 @@ fn force_replaces_only_after_success() {
     // temporary directory is left behind.
     let npy = tmp.path().join("bad.npy");
     std::fs::write(&npy, import::npy::write_npy("|u1", &[2, 3, 8], &[0; 48])).unwrap();
-    let e = data(&["import-npy", npy.to_str().unwrap(), "--layout", "TNHW", "--split", "test",
-        "--out", out, "--force"])
+    let e = data(&[
+        "import-npy",
+        npy.to_str().unwrap(),
+        "--layout",
+        "TNHW",
+        "--split",
+        "test",
+        "--out",
+        out,
+        "--force",
+    ])
     .unwrap_err();
     assert_eq!(e.exit_code(), exit::DATA);
     assert!(e.to_string().contains("bad.npy"), "{e}");
@@ -229,7 +325,10 @@ fn force_replaces_only_after_success() {
     let mut w = writer::DatasetWriter::create(&root, spec, 2, true).unwrap();
     let failed = w.write_split("train", 5, |i, _| {
         if i == 3 {
-            Err(crate::Error::Data { path: "input".into(), msg: "clip 3 is bad".into() })
+            Err(crate::Error::Data {
+                path: "input".into(),
+                msg: "clip 3 is bad".into(),
+            })
         } else {
             Ok(())
         }
@@ -237,15 +336,32 @@ fn force_replaces_only_after_success() {
     assert!(failed.is_err());
     drop(w);
     assert_eq!(all_files(&root), before);
-    let siblings: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let siblings: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert!(
-        siblings.iter().all(|n| !n.to_string_lossy().contains(".tmp-")),
+        siblings
+            .iter()
+            .all(|n| !n.to_string_lossy().contains(".tmp-")),
         "temporary directory left: {siblings:?}"
     );
 
     // With --force and a good input: replaced.
-    data(&["moving-mnist", "--out", out, "--train", "2", "--valid", "0", "--test", "0",
-        "--frames", "3", "--force"])
+    data(&[
+        "moving-mnist",
+        "--out",
+        out,
+        "--train",
+        "2",
+        "--valid",
+        "0",
+        "--test",
+        "0",
+        "--frames",
+        "3",
+        "--force",
+    ])
     .unwrap();
     let m = DatasetManifest::load(&root).unwrap();
     assert_eq!(m.clip_shape, [3, 1, 64, 64]);
@@ -256,8 +372,15 @@ fn force_replaces_only_after_success() {
     let other = tmp.path().join("notes");
     std::fs::create_dir(&other).unwrap();
     std::fs::write(other.join("keep.txt"), "x").unwrap();
-    let e = data(&["moving-mnist", "--out", other.to_str().unwrap(), "--force", "--train", "1"])
-        .unwrap_err();
+    let e = data(&[
+        "moving-mnist",
+        "--out",
+        other.to_str().unwrap(),
+        "--force",
+        "--train",
+        "1",
+    ])
+    .unwrap_err();
     assert!(e.to_string().contains("not a dataset directory"), "{e}");
     assert!(other.join("keep.txt").exists());
 }
@@ -275,35 +398,81 @@ fn imports_npy_npz_and_frames() {
     let npy = tmp.path().join("seq.npy");
     std::fs::write(&npy, import::npy::write_npy("|u1", &[3, 4, 8, 8], &tnhw)).unwrap();
     let out = tmp.path().join("from-npy");
-    data(&["import-npy", npy.to_str().unwrap(), "--layout", "TNHW", "--fractions",
-        "train=0.5,test=0.5", "--out", out.to_str().unwrap(), "--shard-clips", "1"])
+    data(&[
+        "import-npy",
+        npy.to_str().unwrap(),
+        "--layout",
+        "TNHW",
+        "--fractions",
+        "train=0.5,test=0.5",
+        "--out",
+        out.to_str().unwrap(),
+        "--shard-clips",
+        "1",
+    ])
     .unwrap();
     let ds = Dataset::open(&out).unwrap();
     assert_eq!(ds.manifest().clip_shape, [3, 1, 8, 8]);
     let mut clip = vec![0u8; 3 * 64];
-    ds.split("test").unwrap().reader().read_clip(1, &mut clip).unwrap();
-    assert_eq!((clip[0], clip[64], clip[128]), (30, 31, 32), "test clip 1 = sequence 3");
+    ds.split("test")
+        .unwrap()
+        .reader()
+        .read_clip(1, &mut clip)
+        .unwrap();
+    assert_eq!(
+        (clip[0], clip[64], clip[128]),
+        (30, 31, 32),
+        "test clip 1 = sequence 3"
+    );
     assert!(verify(&out).problems.is_empty());
 
     // .npz: "data" [N=2, T=2, 4, 4, C=1] float in [0, 1], stored (not deflated) in a zip.
-    let floats: Vec<u8> = (0..64).flat_map(|i| (i as f32 / 63.0).to_le_bytes()).collect();
+    let floats: Vec<u8> = (0..64)
+        .flat_map(|i| (i as f32 / 63.0).to_le_bytes())
+        .collect();
     let npz = tmp.path().join("clips.npz");
     {
         let mut z = zip::ZipWriter::new(std::fs::File::create(&npz).unwrap());
-        let opts = zip::write::FileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+        let opts =
+            zip::write::FileOptions::default().compression_method(zip::CompressionMethod::Deflated);
         z.start_file("data.npy", opts).unwrap();
-        std::io::Write::write_all(&mut z, &import::npy::write_npy("<f4", &[2, 2, 4, 4, 1], &floats)).unwrap();
+        std::io::Write::write_all(
+            &mut z,
+            &import::npy::write_npy("<f4", &[2, 2, 4, 4, 1], &floats),
+        )
+        .unwrap();
         z.finish().unwrap();
     }
     let out = tmp.path().join("from-npz");
-    data(&["import-npz", &format!("valid={}", npz.display()), "--out", out.to_str().unwrap()]).unwrap();
+    data(&[
+        "import-npz",
+        &format!("valid={}", npz.display()),
+        "--out",
+        out.to_str().unwrap(),
+    ])
+    .unwrap();
     let ds = Dataset::open(&out).unwrap();
-    ds.split("valid").unwrap().reader().read_clip(1, &mut clip[..32]).unwrap();
+    ds.split("valid")
+        .unwrap()
+        .reader()
+        .read_clip(1, &mut clip[..32])
+        .unwrap();
     assert_eq!((clip[0], clip[31]), (130, 255), "32/63·255 rounds to 130");
-    let e = data(&["import-npz", npz.to_str().unwrap(), "--key", "frames", "--split", "a",
-        "--out", tmp.path().join("x").to_str().unwrap()])
+    let e = data(&[
+        "import-npz",
+        npz.to_str().unwrap(),
+        "--key",
+        "frames",
+        "--split",
+        "a",
+        "--out",
+        tmp.path().join("x").to_str().unwrap(),
+    ])
     .unwrap_err();
-    assert!(e.to_string().contains("no array \"frames\"") && e.to_string().contains("data.npy"), "{e}");
+    assert!(
+        e.to_string().contains("no array \"frames\"") && e.to_string().contains("data.npy"),
+        "{e}"
+    );
 
     // Frame folders: two videos of 5 and 2 RGB frames of 6×4 → clips of 2 frames, stride 2.
     let frames = tmp.path().join("kth");
@@ -312,23 +481,46 @@ fn imports_npy_npz_and_frames() {
         std::fs::create_dir_all(&d).unwrap();
         for f in 0..n {
             let px: Vec<u8> = (0..4 * 6).flat_map(|_| [f as u8 * 50, 0, 0]).collect();
-            let w = std::io::BufWriter::new(std::fs::File::create(d.join(format!("image_{}.png", f + 1))).unwrap());
+            let w = std::io::BufWriter::new(
+                std::fs::File::create(d.join(format!("image_{}.png", f + 1))).unwrap(),
+            );
             let mut enc = png::Encoder::new(w, 6, 4);
             enc.set_color(png::ColorType::Rgb);
             enc.write_header().unwrap().write_image_data(&px).unwrap();
         }
     }
     let out = tmp.path().join("from-frames");
-    data(&["import-frames", frames.to_str().unwrap(), "--split", "train", "--size", "4",
-        "--clip-length", "2", "--rgb", "--kind", "kth", "--out", out.to_str().unwrap()])
+    data(&[
+        "import-frames",
+        frames.to_str().unwrap(),
+        "--split",
+        "train",
+        "--size",
+        "4",
+        "--clip-length",
+        "2",
+        "--rgb",
+        "--kind",
+        "kth",
+        "--out",
+        out.to_str().unwrap(),
+    ])
     .unwrap();
     let ds = Dataset::open(&out).unwrap();
     assert_eq!(ds.manifest().clip_shape, [2, 3, 4, 4]);
     let train = ds.split("train").unwrap();
-    assert_eq!(train.len(), 3, "clips at frames 0, 2 of video 1 and 0 of video 2");
+    assert_eq!(
+        train.len(),
+        3,
+        "clips at frames 0, 2 of video 1 and 0 of video 2"
+    );
     let mut clip = vec![0u8; 2 * 3 * 16];
     train.reader().read_clip(1, &mut clip).unwrap();
-    assert_eq!((clip[0], clip[16], clip[48]), (100, 0, 150), "R of frame 2, G, R of frame 3");
+    assert_eq!(
+        (clip[0], clip[16], clip[48]),
+        (100, 0, 150),
+        "R of frame 2, G, R of frame 3"
+    );
 }
 
 #[test]
@@ -343,21 +535,32 @@ fn online_moving_mnist_is_fresh_per_epoch_and_split_across_ranks() {
         ..DataConfig::default()
     };
     let batches = |rank: usize, epoch: u64| -> Vec<(Vec<usize>, Vec<f32>)> {
-        let at = Placement { world: 2, rank, device: tch::Device::Cpu };
+        let at = Placement {
+            world: 2,
+            rank,
+            device: tch::Device::Cpu,
+        };
         let l = train_loader(&cfg, 11, at).unwrap();
         assert_eq!(l.steps(), 2);
         l.epoch(epoch)
             .map(|b| {
                 let b = b.unwrap();
                 assert_eq!(b.clips.size(), [2, 3, 1, 64, 64]);
-                (b.indices, Vec::<f32>::try_from(b.clips.flatten(0, -1)).unwrap())
+                (
+                    b.indices,
+                    Vec::<f32>::try_from(b.clips.flatten(0, -1)).unwrap(),
+                )
             })
             .collect()
     };
     let (r0, r1) = (batches(0, 0), batches(1, 0));
     let mut ids: Vec<usize> = r0.iter().chain(&r1).flat_map(|(i, _)| i.clone()).collect();
     ids.sort_unstable();
-    assert_eq!(ids, (0..8).collect::<Vec<_>>(), "ranks share the epoch without overlap");
+    assert_eq!(
+        ids,
+        (0..8).collect::<Vec<_>>(),
+        "ranks share the epoch without overlap"
+    );
     assert_eq!(r0, batches(0, 0), "deterministic from (seed, epoch, rank)");
     let next = batches(0, 1);
     assert_ne!(r0[0].1, next[0].1, "fresh clips every epoch");
@@ -375,14 +578,29 @@ fn train_loader_reads_shards_from_the_config() {
         max_train_clips: 5,
         ..DataConfig::default()
     };
-    let at = Placement { world: 1, rank: 0, device: tch::Device::Cpu };
+    let at = Placement {
+        world: 1,
+        rank: 0,
+        device: tch::Device::Cpu,
+    };
     let l = train_loader(&cfg, 0, at).unwrap();
     assert_eq!((l.sampler().eligible(), l.steps()), (5, 2));
     assert_eq!(l.epoch(0).count(), 2);
     let e = eval_loader(&cfg, "test", 0, 5, at).unwrap_err();
-    assert_eq!(e.exit_code(), exit::CONFIG, "5 frames wanted, clips have 4: {e}");
+    assert_eq!(
+        e.exit_code(),
+        exit::CONFIG,
+        "5 frames wanted, clips have 4: {e}"
+    );
     let e = eval_loader(&cfg, "nope", 0, 4, at).unwrap_err();
     assert!(e.to_string().contains("no split \"nope\""), "{e}");
-    let wrong = DataConfig { height: 32, width: 32, ..cfg };
-    assert_eq!(train_loader(&wrong, 0, at).unwrap_err().exit_code(), exit::CONFIG);
+    let wrong = DataConfig {
+        height: 32,
+        width: 32,
+        ..cfg
+    };
+    assert_eq!(
+        train_loader(&wrong, 0, at).unwrap_err().exit_code(),
+        exit::CONFIG
+    );
 }

@@ -298,7 +298,10 @@ pub fn run(cli: DataCli) -> Result<()> {
 
 fn dataset_name(out: &OutArgs) -> String {
     out.name.clone().unwrap_or_else(|| {
-        out.out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+        out.out
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
     })
 }
 
@@ -345,7 +348,10 @@ fn moving_mnist(a: MovingMnistArgs) -> Result<()> {
         }
         Some(dir) => {
             if !dir.is_dir() {
-                return Err(Error::Usage(format!("--mnist {}: no such directory", dir.display())));
+                return Err(Error::Usage(format!(
+                    "--mnist {}: no such directory",
+                    dir.display()
+                )));
             }
             let test_path = find_idx(dir, "t10k-images-idx3-ubyte").ok_or_else(|| Error::Data {
                 path: dir.clone(),
@@ -366,7 +372,10 @@ fn moving_mnist(a: MovingMnistArgs) -> Result<()> {
             (test, train)
         }
     };
-    source.insert("generator".into(), "convtt-data moving-mnist (DDPAE rules)".into());
+    source.insert(
+        "generator".into(),
+        "convtt-data moving-mnist (DDPAE rules)".into(),
+    );
     source.insert("seed".into(), a.seed.to_string());
     source.insert("digits".into(), a.digits.to_string());
     source.insert("train_valid_digits".into(), train_digits.origin.clone());
@@ -418,17 +427,26 @@ fn parse_inputs(inputs: &[String]) -> Result<Vec<(Option<String>, PathBuf)>> {
     }
     for (_, p) in &parsed {
         if !p.exists() {
-            return Err(Error::Data { path: p.clone(), msg: "no such file or directory".into() });
+            return Err(Error::Data {
+                path: p.clone(),
+                msg: "no such file or directory".into(),
+            });
         }
     }
     Ok(parsed)
 }
 
 /// `(split, first clip, clip count)` ranges for an input of `n` clips.
-fn assign(split: &Option<String>, args: &SplitArgs, n: usize) -> Result<Vec<(String, usize, usize)>> {
+fn assign(
+    split: &Option<String>,
+    args: &SplitArgs,
+    n: usize,
+) -> Result<Vec<(String, usize, usize)>> {
     if let Some(s) = split {
         if args.split.is_some() || args.fractions.is_some() {
-            return Err(Error::Usage("SPLIT=FILE inputs take no --split or --fractions".into()));
+            return Err(Error::Usage(
+                "SPLIT=FILE inputs take no --split or --fractions".into(),
+            ));
         }
         return Ok(vec![(s.clone(), 0, n)]);
     }
@@ -451,8 +469,13 @@ fn fraction_ranges(spec: &str, n: usize) -> Result<Vec<(String, usize, usize)>> 
     let mut acc = 0.0f64;
     let mut start = 0usize;
     for part in spec.split(',') {
-        let (name, frac) = part.split_once('=').ok_or_else(|| bad(format!("{part:?} is not NAME=FRACTION")))?;
-        let frac: f64 = frac.trim().parse().map_err(|_| bad(format!("{frac:?} is not a number")))?;
+        let (name, frac) = part
+            .split_once('=')
+            .ok_or_else(|| bad(format!("{part:?} is not NAME=FRACTION")))?;
+        let frac: f64 = frac
+            .trim()
+            .parse()
+            .map_err(|_| bad(format!("{frac:?} is not a number")))?;
         if !(0.0..=1.0).contains(&frac) {
             return Err(bad(format!("{frac} is not in [0, 1]")));
         }
@@ -476,14 +499,20 @@ fn import_arrays(
 ) -> Result<()> {
     let start = Instant::now();
     let inputs = parse_inputs(inputs)?;
-    let arrays: Vec<(Option<String>, ClipArray)> =
-        inputs.into_iter().map(|(s, p)| Ok((s, open(&p)?))).collect::<Result<_>>()?;
+    let arrays: Vec<(Option<String>, ClipArray)> = inputs
+        .into_iter()
+        .map(|(s, p)| Ok((s, open(&p)?)))
+        .collect::<Result<_>>()?;
     let shape = arrays[0].1.clip_shape;
     for (_, a) in &arrays {
         if a.clip_shape != shape {
             return Err(Error::Data {
                 path: a.path().to_owned(),
-                msg: format!("clips are {:?} but {} has {shape:?}", a.clip_shape, arrays[0].1.path().display()),
+                msg: format!(
+                    "clips are {:?} but {} has {shape:?}",
+                    a.clip_shape,
+                    arrays[0].1.path().display()
+                ),
             });
         }
     }
@@ -518,7 +547,9 @@ fn import_arrays(
 fn import_frames(a: ImportFramesArgs) -> Result<()> {
     let start = Instant::now();
     if a.size == 0 || a.clip_length == 0 || a.stride == Some(0) {
-        return Err(Error::Usage("--size, --clip-length and --stride must be at least 1".into()));
+        return Err(Error::Usage(
+            "--size, --clip-length and --stride must be at least 1".into(),
+        ));
     }
     let channels = if a.rgb { 3 } else { 1 };
     let stride = a.stride.unwrap_or(a.clip_length);
@@ -528,7 +559,12 @@ fn import_frames(a: ImportFramesArgs) -> Result<()> {
     let mut scanned = Vec::new();
     for (k, (s, p)) in inputs.iter().enumerate() {
         let f = FrameFolders::scan(p, a.clip_length, stride)?;
-        tracing::info!("{}: {} videos, {} clips", p.display(), f.videos.len(), f.clips.len());
+        tracing::info!(
+            "{}: {} videos, {} clips",
+            p.display(),
+            f.videos.len(),
+            f.clips.len()
+        );
         for (name, first, n) in assign(s, &a.splits, f.clips.len())? {
             plan.push((name, k, first, n));
         }
@@ -541,10 +577,18 @@ fn import_frames(a: ImportFramesArgs) -> Result<()> {
         format!(
             "clip_length {}, stride {stride}, {} to {}x{}, {}",
             a.clip_length,
-            if a.fit == Fit::Crop { "centre crop" } else { "stretch" },
+            if a.fit == Fit::Crop {
+                "centre crop"
+            } else {
+                "stretch"
+            },
             a.size,
             a.size,
-            if channels == 1 { "gray (mean of RGB)" } else { "RGB" }
+            if channels == 1 {
+                "gray (mean of RGB)"
+            } else {
+                "RGB"
+            }
         ),
     );
     let spec = DatasetSpec {
@@ -569,7 +613,9 @@ fn import_frames(a: ImportFramesArgs) -> Result<()> {
                 let idx = s + t;
                 if !cache.1.contains_key(&idx) {
                     let img = frames::decode_png(&f.videos[v].1[idx])?;
-                    cache.1.insert(idx, frames::to_clip_frame(&img, channels, a.size, a.fit));
+                    cache
+                        .1
+                        .insert(idx, frames::to_clip_frame(&img, channels, a.size, a.fit));
                 }
                 buf[t * frame_len..(t + 1) * frame_len].copy_from_slice(&cache.1[&idx]);
             }
@@ -587,7 +633,10 @@ fn inspect(dir: &Path) -> Result<()> {
     println!("dataset     {}", dir.display());
     println!("name        {}", m.name);
     println!("kind        {}", m.kind.as_str());
-    println!("clip shape  {:?} [T, C, H, W], {} values {:?}", m.clip_shape, m.dtype, m.value_range);
+    println!(
+        "clip shape  {:?} [T, C, H, W], {} values {:?}",
+        m.clip_shape, m.dtype, m.value_range
+    );
     if !m.description.is_empty() {
         println!("description {}", m.description);
     }
@@ -671,10 +720,17 @@ pub fn write_strip(path: &Path, clip: &[u8], [t, c, h, w]: [usize; 4]) -> Result
             }
         }
     }
-    let err = |e: String| Error::Io { path: path.to_owned(), source: std::io::Error::other(e) };
+    let err = |e: String| Error::Io {
+        path: path.to_owned(),
+        source: std::io::Error::other(e),
+    };
     let file = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
     let mut enc = png::Encoder::new(std::io::BufWriter::new(file), width as u32, h as u32);
-    enc.set_color(if out_c == 3 { png::ColorType::Rgb } else { png::ColorType::Grayscale });
+    enc.set_color(if out_c == 3 {
+        png::ColorType::Rgb
+    } else {
+        png::ColorType::Grayscale
+    });
     enc.set_depth(png::BitDepth::Eight);
     let mut wr = enc.write_header().map_err(|e| err(e.to_string()))?;
     wr.write_image_data(&px).map_err(|e| err(e.to_string()))?;
@@ -686,10 +742,22 @@ fn bench(a: BenchArgs) -> Result<()> {
     let split = ds.split(&a.split)?;
     let shape = split.clip_shape();
     let clip_bytes = shape.iter().product::<usize>() as f64;
-    let disk: u64 = ds.manifest().splits[&a.split].shards.iter().map(|s| s.bytes).sum();
+    let disk: u64 = ds.manifest().splits[&a.split]
+        .shards
+        .iter()
+        .map(|s| s.bytes)
+        .sum();
     let disk_per_clip = disk as f64 / split.len() as f64;
-    if a.device.is_cuda() && !tch::Cuda::is_available() {
-        return Err(Error::Unavailable("--device cuda but CUDA is not available".into()));
+    if a.device.is_cuda() {
+        // Only here: loading libtorch's CUDA backend costs most of a second at start-up.
+        if let Err(e) = crate::torch_runtime::load_cuda_backend() {
+            return Err(Error::Unavailable(format!("--device cuda: {e}")));
+        }
+        if !tch::Cuda::is_available() {
+            return Err(Error::Unavailable(
+                "--device cuda but CUDA is not available".into(),
+            ));
+        }
     }
     println!(
         "bench {} split {}: {} clips of {:?}, batch {}, prefetch {}, device {:?}",
@@ -745,7 +813,11 @@ mod tests {
         let r = fraction_ranges("train=0.8,valid=0.1,test=0.1", 10).unwrap();
         assert_eq!(
             r,
-            vec![("train".into(), 0, 8), ("valid".into(), 8, 1), ("test".into(), 9, 1)]
+            vec![
+                ("train".into(), 0, 8),
+                ("valid".into(), 8, 1),
+                ("test".into(), 9, 1)
+            ]
         );
         let r = fraction_ranges("train=0.5", 5).unwrap();
         assert_eq!(r, vec![("train".into(), 0, 2)]);

@@ -83,7 +83,10 @@ impl DatasetWriter {
             return Err(Error::Usage("--shard-clips must be at least 1".into()));
         }
         if spec.clip_shape.contains(&0) {
-            return Err(Error::Usage(format!("clip shape {:?} has a zero dimension", spec.clip_shape)));
+            return Err(Error::Usage(format!(
+                "clip shape {:?} has a zero dimension",
+                spec.clip_shape
+            )));
         }
         if out.exists() {
             if !force {
@@ -94,8 +97,11 @@ impl DatasetWriter {
                 )));
             }
             let is_dataset = out.join(MANIFEST_FILE).is_file();
-            let is_empty_dir =
-                out.is_dir() && std::fs::read_dir(out).map_err(|e| Error::io(out, e))?.next().is_none();
+            let is_empty_dir = out.is_dir()
+                && std::fs::read_dir(out)
+                    .map_err(|e| Error::io(out, e))?
+                    .next()
+                    .is_none();
             if !is_dataset && !is_empty_dir {
                 return Err(Error::Usage(format!(
                     "{} exists and is not a dataset directory (no {MANIFEST_FILE}); refusing to \
@@ -109,7 +115,10 @@ impl DatasetWriter {
             .ok_or_else(|| Error::Usage(format!("{}: not a directory name", out.display())))?
             .to_string_lossy()
             .into_owned();
-        let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let parent = out
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
         std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
         let tmp = parent.join(format!("{name}.tmp-{}", nonce()));
         std::fs::create_dir(&tmp).map_err(|e| Error::io(&tmp, e))?;
@@ -182,7 +191,13 @@ impl DatasetWriter {
             shards.len(),
             took.as_secs_f64()
         );
-        self.splits.insert(split.to_owned(), SplitManifest { clips: clips as u64, shards });
+        self.splits.insert(
+            split.to_owned(),
+            SplitManifest {
+                clips: clips as u64,
+                shards,
+            },
+        );
         Ok(())
     }
 
@@ -190,7 +205,9 @@ impl DatasetWriter {
     /// `force` was given). Returns the manifest and the total shard bytes.
     pub fn finish(mut self) -> Result<(DatasetManifest, u64)> {
         if self.splits.is_empty() {
-            return Err(Error::Usage("nothing to write: every split has 0 clips".into()));
+            return Err(Error::Usage(
+                "nothing to write: every split has 0 clips".into(),
+            ));
         }
         let manifest = DatasetManifest {
             format_version: FORMAT_VERSION,
@@ -225,7 +242,10 @@ impl DatasetWriter {
             self.finished = true;
             dataset::sync_dir(&parent).map_err(|e| Error::io(&parent, e))?;
             if let Err(e) = std::fs::remove_dir_all(&old) {
-                tracing::warn!("could not delete the replaced dataset {}: {e}", old.display());
+                tracing::warn!(
+                    "could not delete the replaced dataset {}: {e}",
+                    old.display()
+                );
             }
         } else {
             std::fs::rename(&self.tmp, &self.out).map_err(|e| Error::io(&self.out, e))?;

@@ -38,13 +38,20 @@ pub struct Image {
 
 /// Decodes a PNG to 8-bit gray or RGB (alpha dropped, palettes expanded, 16 bits reduced).
 pub fn decode_png(path: &Path) -> Result<Image> {
-    let bad = |msg: String| Error::Data { path: path.to_owned(), msg };
+    let bad = |msg: String| Error::Data {
+        path: path.to_owned(),
+        msg,
+    };
     let file = std::fs::File::open(path).map_err(|e| bad(format!("cannot open: {e}")))?;
     let mut dec = png::Decoder::new(std::io::BufReader::new(file));
     dec.set_transformations(png::Transformations::normalize_to_color8());
-    let mut reader = dec.read_info().map_err(|e| bad(format!("not a readable PNG: {e}")))?;
+    let mut reader = dec
+        .read_info()
+        .map_err(|e| bad(format!("not a readable PNG: {e}")))?;
     let mut buf = vec![0u8; reader.output_buffer_size()];
-    let info = reader.next_frame(&mut buf).map_err(|e| bad(format!("corrupt PNG: {e}")))?;
+    let info = reader
+        .next_frame(&mut buf)
+        .map_err(|e| bad(format!("corrupt PNG: {e}")))?;
     let (w, h) = (info.width as usize, info.height as usize);
     let src_c = info.color_type.samples();
     let keep = if src_c >= 3 { 3 } else { 1 };
@@ -180,7 +187,11 @@ impl FrameFolders {
                 videos.len()
             );
         }
-        Ok(Self { videos, clips, clip_length })
+        Ok(Self {
+            videos,
+            clips,
+            clip_length,
+        })
     }
 }
 
@@ -204,12 +215,20 @@ mod tests {
                 px.extend([if x < 2 { 0u8 } else { 255 }; 3]);
             }
         }
-        let img = Image { h: 2, w: 4, c: 3, px };
+        let img = Image {
+            h: 2,
+            w: 4,
+            c: 3,
+            px,
+        };
         assert_eq!(to_clip_frame(&img, 1, 2, Fit::Crop), vec![0, 255, 0, 255]);
         // Identity size keeps pixels exactly; RGB planes are planar.
         let rgb = to_clip_frame(&img, 3, 2, Fit::Crop);
         assert_eq!(rgb, vec![0, 255, 0, 255, 0, 255, 0, 255, 0, 255, 0, 255]);
         // Stretch 4 → 2 wide: bilinear at centres 0.5 and 2.5 → (0+0)/2, (255+255)/2.
-        assert_eq!(to_clip_frame(&img, 1, 2, Fit::Stretch), vec![0, 255, 0, 255]);
+        assert_eq!(
+            to_clip_frame(&img, 1, 2, Fit::Stretch),
+            vec![0, 255, 0, 255]
+        );
     }
 }

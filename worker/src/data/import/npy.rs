@@ -85,9 +85,10 @@ pub fn parse_header(bytes: &[u8]) -> std::result::Result<NpyHeader, String> {
     }
     let (len, start) = match bytes[6] {
         1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
-        2 | 3 if bytes.len() >= 12 => {
-            (u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize, 12)
-        }
+        2 | 3 if bytes.len() >= 12 => (
+            u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize,
+            12,
+        ),
         v => return Err(format!("unsupported .npy format version {v}")),
     };
     let text = bytes
@@ -104,9 +105,12 @@ pub fn parse_header(bytes: &[u8]) -> std::result::Result<NpyHeader, String> {
         ">f8" => Dtype::F64 { big: true },
         d => return Err(format!("unsupported element type {d:?} (u8, f32 or f64)")),
     };
-    let fortran = dict_value(text, "fortran_order").ok_or("the .npy header has no 'fortran_order'")?;
+    let fortran =
+        dict_value(text, "fortran_order").ok_or("the .npy header has no 'fortran_order'")?;
     if fortran.starts_with("True") {
-        return Err("Fortran-order arrays are not supported (save with np.ascontiguousarray)".into());
+        return Err(
+            "Fortran-order arrays are not supported (save with np.ascontiguousarray)".into(),
+        );
     }
     let shape = dict_value(text, "shape").ok_or("the .npy header has no 'shape'")?;
     let inner = shape
@@ -121,7 +125,11 @@ pub fn parse_header(bytes: &[u8]) -> std::result::Result<NpyHeader, String> {
         .map(|s| s.trim_end_matches('L').parse::<usize>())
         .collect::<std::result::Result<Vec<_>, _>>()
         .map_err(|_| format!("cannot read shape ({inner})"))?;
-    Ok(NpyHeader { dtype, shape, data_offset: start + len })
+    Ok(NpyHeader {
+        dtype,
+        shape,
+        data_offset: start + len,
+    })
 }
 
 /// The content of the string literal at the start of `text`.
@@ -132,7 +140,9 @@ fn quoted(text: &str) -> Option<&str> {
 
 /// The text after `'key':` in a Python dict literal (up to the end of the literal).
 fn dict_value<'a>(text: &'a str, key: &str) -> Option<&'a str> {
-    let at = text.find(&format!("'{key}'")).or_else(|| text.find(&format!("\"{key}\"")))?;
+    let at = text
+        .find(&format!("'{key}'"))
+        .or_else(|| text.find(&format!("\"{key}\"")))?;
     let rest = &text[at + key.len() + 2..];
     Some(rest.trim_start().strip_prefix(':')?.trim_start())
 }
@@ -173,7 +183,10 @@ pub enum Scale {
 impl ClipArray {
     /// Opens a `.npy` file.
     pub fn open_npy(path: &Path, layout: Layout, scale: Scale) -> Result<Self> {
-        let bad = |msg: String| Error::Data { path: path.to_owned(), msg };
+        let bad = |msg: String| Error::Data {
+            path: path.to_owned(),
+            msg,
+        };
         let file = File::open(path).map_err(|e| bad(format!("cannot open: {e}")))?;
         let mut head = vec![0u8; 4096];
         let n = file.read_at(&mut head, 0).map_err(|e| bad(e.to_string()))?;
@@ -185,13 +198,20 @@ impl ClipArray {
 
     /// Opens member `key` (`key.npy`) of a `.npz` file.
     pub fn open_npz(path: &Path, key: &str, layout: Layout, scale: Scale) -> Result<Self> {
-        let bad = |msg: String| Error::Data { path: path.to_owned(), msg };
+        let bad = |msg: String| Error::Data {
+            path: path.to_owned(),
+            msg,
+        };
         let file = File::open(path).map_err(|e| bad(format!("cannot open: {e}")))?;
-        let mut zip = zip::ZipArchive::new(file).map_err(|e| bad(format!("not a valid .npz (zip): {e}")))?;
+        let mut zip =
+            zip::ZipArchive::new(file).map_err(|e| bad(format!("not a valid .npz (zip): {e}")))?;
         let names: Vec<String> = zip.file_names().map(str::to_owned).collect();
         let member = format!("{key}.npy");
         let mut entry = zip.by_name(&member).map_err(|_| {
-            bad(format!("no array {key:?} in the archive (it has: {})", names.join(", ")))
+            bad(format!(
+                "no array {key:?} in the archive (it has: {})",
+                names.join(", ")
+            ))
         })?;
         let mut bytes = Vec::with_capacity(entry.size() as usize);
         entry
@@ -210,7 +230,10 @@ impl ClipArray {
         len: usize,
         scale: Scale,
     ) -> Result<Self> {
-        let bad = |msg: String| Error::Data { path: path.to_owned(), msg };
+        let bad = |msg: String| Error::Data {
+            path: path.to_owned(),
+            msg,
+        };
         let s = &header.shape;
         let (clips, clip_shape) = match (layout, s.len()) {
             (Layout::Tnhw, 4) => (s[1], [s[0], 1, s[2], s[3]]),
@@ -234,7 +257,15 @@ impl ClipArray {
                 "truncated: {len} bytes, the header's shape {s:?} needs {need}"
             )));
         }
-        let mut a = Self { path: path.to_owned(), header, layout, storage, scale: 1.0, clip_shape, clips };
+        let mut a = Self {
+            path: path.to_owned(),
+            header,
+            layout,
+            storage,
+            scale: 1.0,
+            clip_shape,
+            clips,
+        };
         a.scale = match (a.header.dtype, scale) {
             (Dtype::U8, _) | (_, Scale::Byte) => 1.0,
             (_, Scale::Unit) => 255.0,
@@ -260,9 +291,12 @@ impl ClipArray {
         let size = self.header.dtype.size();
         let off = self.header.data_offset + first * size;
         match &self.storage {
-            Storage::File(f) => f.read_exact_at(&mut out[..count * size], off as u64).map_err(|e| {
-                Error::Data { path: self.path.clone(), msg: format!("read at byte {off}: {e}") }
-            }),
+            Storage::File(f) => f
+                .read_exact_at(&mut out[..count * size], off as u64)
+                .map_err(|e| Error::Data {
+                    path: self.path.clone(),
+                    msg: format!("read at byte {off}: {e}"),
+                }),
             Storage::Memory(m) => {
                 out[..count * size].copy_from_slice(&m[off..off + count * size]);
                 Ok(())
@@ -277,13 +311,21 @@ impl ClipArray {
             Dtype::F32 { big } => {
                 for (o, c) in out.iter_mut().zip(raw.chunks_exact(4)) {
                     let b: [u8; 4] = c.try_into().unwrap();
-                    *o = conv(if big { f32::from_be_bytes(b) } else { f32::from_le_bytes(b) } as f64);
+                    *o = conv(if big {
+                        f32::from_be_bytes(b)
+                    } else {
+                        f32::from_le_bytes(b)
+                    } as f64);
                 }
             }
             Dtype::F64 { big } => {
                 for (o, c) in out.iter_mut().zip(raw.chunks_exact(8)) {
                     let b: [u8; 8] = c.try_into().unwrap();
-                    *o = conv(if big { f64::from_be_bytes(b) } else { f64::from_le_bytes(b) });
+                    *o = conv(if big {
+                        f64::from_be_bytes(b)
+                    } else {
+                        f64::from_le_bytes(b)
+                    });
                 }
             }
         }
@@ -303,11 +345,19 @@ impl ClipArray {
                     Dtype::U8 => c[0] as f64,
                     Dtype::F32 { big } => {
                         let b = c.try_into().unwrap();
-                        (if big { f32::from_be_bytes(b) } else { f32::from_le_bytes(b) }) as f64
+                        (if big {
+                            f32::from_be_bytes(b)
+                        } else {
+                            f32::from_le_bytes(b)
+                        }) as f64
                     }
                     Dtype::F64 { big } => {
                         let b = c.try_into().unwrap();
-                        if big { f64::from_be_bytes(b) } else { f64::from_le_bytes(b) }
+                        if big {
+                            f64::from_be_bytes(b)
+                        } else {
+                            f64::from_le_bytes(b)
+                        }
                     }
                 };
                 max = max.max(v);
@@ -357,9 +407,12 @@ impl ClipArray {
 /// Serialises an `.npy` (format 1.0) of u8 or little-endian f32 data; for tests and fixtures.
 pub fn write_npy(descr: &str, shape: &[usize], data: &[u8]) -> Vec<u8> {
     let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
-    let tuple = if dims.len() == 1 { format!("({},)", dims[0]) } else { format!("({})", dims.join(", ")) };
-    let mut header =
-        format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {tuple}, }}");
+    let tuple = if dims.len() == 1 {
+        format!("({},)", dims[0])
+    } else {
+        format!("({})", dims.join(", "))
+    };
+    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {tuple}, }}");
     while (10 + header.len() + 1) % 64 != 0 {
         header.push(' ');
     }
@@ -386,12 +439,16 @@ mod tests {
         assert_eq!((h.dtype, h.shape), (Dtype::F32 { big: false }, vec![7]));
         let e = parse_header(&write_npy("<i8", &[2, 3], &[])).unwrap_err();
         assert!(e.contains("\"<i8\""), "{e}");
-        assert!(parse_header(&write_npy("|u1", &[2, 3], &[])[..20]).unwrap_err().contains("truncated"));
+        assert!(parse_header(&write_npy("|u1", &[2, 3], &[])[..20])
+            .unwrap_err()
+            .contains("truncated"));
         let mut fortran = write_npy("|u1", &[2, 2], &[]);
         let at = fortran.windows(5).position(|w| w == b"False").unwrap();
         fortran[at..at + 5].copy_from_slice(b"True ");
         assert!(parse_header(&fortran).unwrap_err().contains("Fortran"));
-        assert!(parse_header(b"PK\x03\x04 not npy").unwrap_err().contains("magic"));
+        assert!(parse_header(b"PK\x03\x04 not npy")
+            .unwrap_err()
+            .contains("magic"));
     }
 
     #[test]
@@ -411,7 +468,12 @@ mod tests {
         assert_eq!((a.clips, a.clip_shape), (2, [3, 1, 2, 2]));
         let mut out = vec![0u8; 12];
         a.read_clip(1, &mut out).unwrap();
-        assert_eq!(out, (0..3).flat_map(|t| (0..4).map(move |p| val(1, t, p))).collect::<Vec<_>>());
+        assert_eq!(
+            out,
+            (0..3)
+                .flat_map(|t| (0..4).map(move |p| val(1, t, p)))
+                .collect::<Vec<_>>()
+        );
 
         // NTHWC with 2 channels in [0, 1] floats: channel c = pixel/255·(c+1).
         let mut f = Vec::new();
@@ -434,7 +496,10 @@ mod tests {
 
         // A layout that does not fit, and a truncated file: data errors naming the file.
         let e = ClipArray::open_npy(&path, Layout::Tnhw, Scale::Auto).unwrap_err();
-        assert!(e.to_string().contains("b.npy") && e.to_string().contains("does not fit"), "{e}");
+        assert!(
+            e.to_string().contains("b.npy") && e.to_string().contains("does not fit"),
+            "{e}"
+        );
         assert_eq!(e.exit_code(), crate::exit::DATA);
         let bytes = std::fs::read(&path).unwrap();
         std::fs::write(&path, &bytes[..bytes.len() - 5]).unwrap();

@@ -106,7 +106,7 @@ impl RunConfig {
         // Cross-section checks.
         if self.model.image_channels == 0 || self.data.batch_size == 0 {
             // already reported
-        } else if self.launch.gpus > 0 && self.data.batch_size % self.launch.gpus != 0 {
+        } else if self.launch.gpus > 0 && !self.data.batch_size.is_multiple_of(self.launch.gpus) {
             errs.push(
                 "data.batch_size",
                 format!(
@@ -115,7 +115,7 @@ impl RunConfig {
                 ),
             );
         } else if self.launch.gpus == 0
-            && self.data.batch_size % self.launch.cpu_workers.max(1) != 0
+            && !self.data.batch_size.is_multiple_of(self.launch.cpu_workers.max(1))
         {
             errs.push(
                 "data.batch_size",

@@ -611,13 +611,14 @@ fn import_frames(a: ImportFramesArgs) -> Result<()> {
             }
             for t in 0..f.clip_length {
                 let idx = s + t;
-                if !cache.1.contains_key(&idx) {
-                    let img = frames::decode_png(&f.videos[v].1[idx])?;
-                    cache
-                        .1
-                        .insert(idx, frames::to_clip_frame(&img, channels, a.size, a.fit));
-                }
-                buf[t * frame_len..(t + 1) * frame_len].copy_from_slice(&cache.1[&idx]);
+                let frame = match cache.1.entry(idx) {
+                    std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                    std::collections::btree_map::Entry::Vacant(e) => {
+                        let img = frames::decode_png(&f.videos[v].1[idx])?;
+                        e.insert(frames::to_clip_frame(&img, channels, a.size, a.fit))
+                    }
+                };
+                buf[t * frame_len..(t + 1) * frame_len].copy_from_slice(frame);
             }
             cache.1.retain(|&j, _| j > s);
             Ok(())

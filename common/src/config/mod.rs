@@ -115,7 +115,10 @@ impl RunConfig {
                 ),
             );
         } else if self.launch.gpus == 0
-            && !self.data.batch_size.is_multiple_of(self.launch.cpu_workers.max(1))
+            && !self
+                .data
+                .batch_size
+                .is_multiple_of(self.launch.cpu_workers.max(1))
         {
             errs.push(
                 "data.batch_size",

@@ -38,7 +38,7 @@ pub enum DataCommand {
     MovingMnist(MovingMnistArgs),
     /// Import a .npy array of clips (e.g. mnist_test_seq.npy: u8 [20, 10000, 64, 64], TNHW).
     ImportNpy(ImportNpyArgs),
-    /// Import a .npz archive (array "data", [N, T, H, W, C], u8 or floats in [0,1] or [0,255]).
+    /// Import a .npz archive (array "data", [N, T, H, W, C], u8 or floats in [0, 1] or [0, 255]).
     ImportNpz(ImportNpzArgs),
     /// Import folders of PNG frames (one folder per video, KTH-style).
     ImportFrames(ImportFramesArgs),

@@ -63,3 +63,15 @@ fi
 if [[ "$(readlink "$root/.libtorch" 2>/dev/null)" != "$torch_dir" ]]; then
   ln -sfn "$torch_dir" "$root/.libtorch"
 fi
+
+# --- Python tools for the tests -----------------------------------------------------------------
+# tests/e2e/data.rs reads our HDF5 shards with h5py (interoperability with the Python ecosystem).
+py="$venv/bin/python"
+if [[ ! -x "$py" ]]; then
+  say "creating virtual environment $venv"
+  python3 -m venv "$venv"
+fi
+if ! "$py" -c 'import h5py' 2>/dev/null; then
+  say "installing h5py into $venv (for the HDF5 interop test)"
+  "$py" -m pip install -q --disable-pip-version-check h5py
+fi

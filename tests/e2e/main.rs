@@ -14,3 +14,6 @@ mod model;
 /// Training through the launcher: data parallelism, kill -9 recovery, SIGTERM preemption and
 /// resume, refusal of a mismatched checkpoint, fallback from a corrupt one.
 mod train;
+
+/// `convtt-data`: generation, import, inspect/verify/preview/bench, exit codes, h5py interop.
+mod data;

@@ -6,9 +6,6 @@ fn main() {
     // Before any other thread exists and before the first HDF5 call.
     convtt_worker::data::init_hdf5_env();
     convtt_common::telemetry::init();
-    if let Err(e) = convtt_worker::torch_runtime::load_cuda_backend() {
-        tracing::debug!("libtorch CUDA backend not loaded, CPU only: {e}");
-    }
     let cli = convtt_worker::data::tool::DataCli::parse();
     if let Err(e) = convtt_worker::data::tool::run(cli) {
         let code = e.exit_code();

@@ -48,7 +48,7 @@ pub struct Placement {
 }
 
 fn options(cfg: &DataConfig, at: Placement, frames: usize) -> Result<LoaderOptions> {
-    if cfg.batch_size % at.world != 0 {
+    if !cfg.batch_size.is_multiple_of(at.world) {
         return Err(Error::Usage(format!(
             "data.batch_size {} does not divide by {} workers",
             cfg.batch_size, at.world

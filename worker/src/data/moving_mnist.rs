@@ -154,6 +154,25 @@ mod tests {
     }
 
     #[test]
+    fn clips_are_pinned() {
+        // Generated datasets must stay byte-identical across versions for a given seed: a
+        // change here needs a new format version (and a note in worker/DATA.md).
+        use sha2::Digest;
+        let digits = MnistImages::bundled_test();
+        let g = MovingMnist::new(&digits, 20, 64, 2);
+        let mut clip = vec![0u8; g.clip_len()];
+        g.generate(1, 0, 0, &mut clip);
+        let hex: String = sha2::Sha256::digest(&clip)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(
+            hex,
+            "04f03b331f13729922fa30dea78a6bd607882942113c6051632d15d2e435da8b"
+        );
+    }
+
+    #[test]
     fn digits_are_pasted_with_max() {
         // Two flat "digits" of value 100 and 200: an overlap keeps 200 (a sum would give 255).
         let mut pixels = vec![100u8; 28 * 28];

@@ -604,3 +604,35 @@ fn train_loader_reads_shards_from_the_config() {
         exit::CONFIG
     );
 }
+
+/// The CUDA path (pinned host memory, non-blocking copy, conversion on the GPU) gives exactly
+/// the CPU batches. Needs a GPU: `cargo test -p convtt-worker --features gpu-tests`.
+#[cfg(feature = "gpu-tests")]
+#[test]
+fn cuda_batches_equal_cpu_batches() {
+    let _ = crate::torch_runtime::load_cuda_backend();
+    assert!(tch::Cuda::is_available(), "gpu-tests needs a CUDA device");
+    let tmp = tempfile::tempdir().unwrap();
+    let root = small(tmp.path(), "mm", 4);
+    let train = Dataset::open(&root).unwrap().split("train").unwrap();
+    let sampler = DistributedSampler::new(6, 0, 1, 0, 1, true);
+    let run = |device| -> Vec<Vec<f32>> {
+        let opts = LoaderOptions {
+            device,
+            ..cpu(3, 2, 4)
+        };
+        let loader = Loader::for_split(&train, sampler.clone(), opts).unwrap();
+        loader
+            .epoch(0)
+            .map(|b| {
+                let b = b.unwrap();
+                assert_eq!(b.clips.device(), device);
+                Vec::<f32>::try_from(b.clips.to_device(tch::Device::Cpu).flatten(0, -1)).unwrap()
+            })
+            .collect()
+    };
+    assert!(
+        run(tch::Device::Cuda(0)) == run(tch::Device::Cpu),
+        "CUDA batches differ from CPU"
+    );
+}

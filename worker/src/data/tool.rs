@@ -38,7 +38,7 @@ pub enum DataCommand {
     MovingMnist(MovingMnistArgs),
     /// Import a .npy array of clips (e.g. mnist_test_seq.npy: u8 [20, 10000, 64, 64], TNHW).
     ImportNpy(ImportNpyArgs),
-    /// Import a .npz archive (array "data", [N, T, H, W, C], u8 or floats in [0,1] or [0,255]).
+    /// Import a .npz archive (array "data", [N, T, H, W, C], u8 or floats in [0, 1] or [0, 255]).
     ImportNpz(ImportNpzArgs),
     /// Import folders of PNG frames (one folder per video, KTH-style).
     ImportFrames(ImportFramesArgs),
@@ -611,13 +611,14 @@ fn import_frames(a: ImportFramesArgs) -> Result<()> {
             }
             for t in 0..f.clip_length {
                 let idx = s + t;
-                if !cache.1.contains_key(&idx) {
-                    let img = frames::decode_png(&f.videos[v].1[idx])?;
-                    cache
-                        .1
-                        .insert(idx, frames::to_clip_frame(&img, channels, a.size, a.fit));
-                }
-                buf[t * frame_len..(t + 1) * frame_len].copy_from_slice(&cache.1[&idx]);
+                let frame = match cache.1.entry(idx) {
+                    std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                    std::collections::btree_map::Entry::Vacant(e) => {
+                        let img = frames::decode_png(&f.videos[v].1[idx])?;
+                        e.insert(frames::to_clip_frame(&img, channels, a.size, a.fit))
+                    }
+                };
+                buf[t * frame_len..(t + 1) * frame_len].copy_from_slice(frame);
             }
             cache.1.retain(|&j, _| j > s);
             Ok(())
@@ -748,10 +749,16 @@ fn bench(a: BenchArgs) -> Result<()> {
         .map(|s| s.bytes)
         .sum();
     let disk_per_clip = disk as f64 / split.len() as f64;
-    if a.device.is_cuda() && !tch::Cuda::is_available() {
-        return Err(Error::Unavailable(
-            "--device cuda but CUDA is not available".into(),
-        ));
+    if a.device.is_cuda() {
+        // Only here: loading libtorch's CUDA backend costs most of a second at start-up.
+        if let Err(e) = crate::torch_runtime::load_cuda_backend() {
+            return Err(Error::Unavailable(format!("--device cuda: {e}")));
+        }
+        if !tch::Cuda::is_available() {
+            return Err(Error::Unavailable(
+                "--device cuda but CUDA is not available".into(),
+            ));
+        }
     }
     println!(
         "bench {} split {}: {} clips of {:?}, batch {}, prefetch {}, device {:?}",

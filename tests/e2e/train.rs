@@ -89,7 +89,7 @@ fn a_killed_worker_restarts_from_the_last_checkpoint_and_continues_identically()
     );
 
     let crashed = dir.path().join("crashed");
-    let mut child = launch(&crashed, &ov, &["--max-restarts", "2"])
+    let child = launch(&crashed, &ov, &["--max-restarts", "2"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

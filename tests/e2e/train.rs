@@ -238,3 +238,96 @@ fn a_corrupt_newest_checkpoint_falls_back_to_the_previous_one() {
         "{stderr}"
     );
 }
+
+/// `mpirun -n 2 convtt-launch --cpu-workers 2`: two "nodes" of two workers on this machine.
+fn mpirun_launch(run_dir: &std::path::Path, overrides: &[String]) -> Command {
+    let mut cmd = Command::new("mpirun");
+    cmd.env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        .args(["-n", "2", "--bind-to", "none", "--oversubscribe"])
+        .arg(bin("convtt-launch"))
+        .args(["--cpu-workers", "2", "--quiet-workers", "--config"])
+        .arg(repo().join("configs/tiny-cpu.toml"))
+        .arg("--run-dir")
+        .arg(run_dir)
+        .args(set_args(overrides));
+    cmd
+}
+
+#[test]
+fn two_mpi_nodes_of_two_workers_match_one_worker() {
+    let dir = TempDir::new("mpi");
+    let ov = tiny_overrides(3);
+    let four = dir.path().join("four");
+    let out = run(&mut mpirun_launch(&four, &ov));
+    assert_eq!(out.status.code(), Some(0), "mpirun: {}", texts(&out).1);
+    let one = dir.path().join("one");
+    let out = run(&mut worker_alone(&one, &ov));
+    assert_eq!(out.status.code(), Some(0), "worker: {}", texts(&out).1);
+    let (a, b) = (train_losses(&four), train_losses(&one));
+    assert_eq!(a.len(), 3);
+    for (step, la) in &a {
+        assert!(
+            (la - b[step]).abs() <= 1e-5 * b[step].abs().max(1.0),
+            "step {step}: {la} vs {}",
+            b[step]
+        );
+    }
+    for f in [
+        "logs/0-0.log",
+        "logs/0-1.log",
+        "logs/1-2.log",
+        "logs/1-3.log",
+    ] {
+        assert!(
+            four.join(f).exists(),
+            "{f} missing: each node logs its own ranks"
+        );
+    }
+}
+
+#[test]
+fn a_worker_killed_on_one_mpi_node_restarts_both_nodes() {
+    let dir = TempDir::new("mpikill");
+    let run_dir = dir.path().join("run");
+    let ov = tiny_overrides(6);
+    let child = mpirun_launch(&run_dir, &ov)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(
+        wait_for(120, || latest_step(&run_dir).is_some_and(|s| s >= 2)),
+        "no checkpoint"
+    );
+    // Rank 3 lives on node 1: the worker of this run whose CONVTT_RANK is 3.
+    let run_var = format!("CONVTT_RUN_DIR={}", run_dir.display());
+    let victim = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .find_map(|e| {
+            let env = std::fs::read(e.path().join("environ")).ok()?;
+            let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
+            let is_worker = String::from_utf8_lossy(&cmd).contains("convtt-worker");
+            let vars: Vec<&[u8]> = env.split(|b| *b == 0).collect();
+            let rank3 = vars.contains(&&b"CONVTT_RANK=3"[..]);
+            let ours = vars.contains(&run_var.as_bytes());
+            (is_worker && rank3 && ours).then(|| e.file_name().to_string_lossy().into_owned())
+        })
+        .expect("worker rank 3");
+    assert!(Command::new("kill")
+        .args(["-9", &victim])
+        .status()
+        .unwrap()
+        .success());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    // Both launchers started a second attempt.
+    assert!(
+        stderr.matches("attempt 1: started 2 workers").count() == 2,
+        "{stderr}"
+    );
+    assert_eq!(latest_step(&run_dir), Some(6));
+    assert!(no_process_mentions(&run_dir));
+}

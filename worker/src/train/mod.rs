@@ -468,6 +468,7 @@ fn train(ctx: &mut Context, resume: &Resume) -> Result<()> {
     }
     if rank == 0 {
         write_summary(&ctx.run_dir, &cur, last_loss, final_valid.as_ref())?;
+        crate::eval::plot::after_training(&ctx.run_dir, &cfg, &net);
         tracing::info!(
             step = cur.step,
             "training finished: {}",

@@ -10,3 +10,6 @@ mod cli;
 
 /// `convtt-worker model-info` and `forward` on hand-written weights and frames.
 mod model;
+
+/// `convtt-worker eval`, `predict`, `export` and `plot` after a 6-step training run.
+mod eval;

@@ -88,8 +88,9 @@ fn render(path: &Path, size: (u32, u32), draw: impl FnOnce(&mut [u8]) -> DrawRes
     write_png(path, &buf, size.0 as usize, size.1 as usize, 3)
 }
 
-/// `lo..hi` around `values`, padded by 5 % (25 % on top, for the legend), never empty.
-fn span(values: impl Iterator<Item = f64>, pad_zero: f64) -> std::ops::Range<f64> {
+/// `lo..hi` around `values`, padded by 5 % (and by `top` × 5 % above, room for the legend),
+/// never empty.
+fn span(values: impl Iterator<Item = f64>, top: f64) -> std::ops::Range<f64> {
     let (lo, hi) = values
         .filter(|v| v.is_finite())
         .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
@@ -101,10 +102,18 @@ fn span(values: impl Iterator<Item = f64>, pad_zero: f64) -> std::ops::Range<f64
     let pad = if hi > lo {
         (hi - lo) * 0.05
     } else {
-        lo.abs().max(pad_zero) * 0.1
+        lo.abs().max(1.0) * 0.05
     };
-    // Extra room at the top for the legend.
-    lo - pad..hi + 5.0 * pad
+    lo - pad..hi + top * pad
+}
+
+/// Tick labels of a step axis: whole numbers without decimals.
+fn step_label(x: &f64) -> String {
+    if x.fract() == 0.0 {
+        format!("{x:.0}")
+    } else {
+        format!("{x:.1}")
+    }
 }
 
 /// `loss.png`: training loss (line) and validation loss (line and points) against the step.
@@ -114,7 +123,7 @@ pub fn loss_plot(path: &Path, s: &Series) -> Result<()> {
         root.fill(&WHITE)?;
         let all = || s.train.iter().chain(&s.valid);
         let xs = span(all().map(|p| p.0), 1.0);
-        let ys = span(all().map(|p| p.1), 1.0);
+        let ys = span(all().map(|p| p.1), 5.0);
         let mut chart = ChartBuilder::on(&root)
             .caption("Loss (L1 + L2)", ("sans-serif", 22))
             .margin(14)
@@ -125,7 +134,9 @@ pub fn loss_plot(path: &Path, s: &Series) -> Result<()> {
             .configure_mesh()
             .x_desc("step")
             .y_desc("loss")
+            .x_label_formatter(&step_label)
             .label_style(("sans-serif", 14))
+            .light_line_style(WHITE)
             .draw()?;
         let blue = BLUE.stroke_width(2);
         chart.draw_series(LineSeries::new(s.train.iter().copied(), blue))?;
@@ -187,13 +198,14 @@ pub fn per_frame_plot(path: &Path, step: u64, mse: &[f64], ssim: &[f64]) -> Resu
                 .margin(14)
                 .x_label_area_size(40)
                 .y_label_area_size(64)
-                .build_cartesian_2d(0..n + 1, span(values.iter().copied(), 1.0))?;
+                .build_cartesian_2d(0..n + 1, span(values.iter().copied(), 5.0))?;
             chart
                 .configure_mesh()
                 .x_desc("predicted frame")
                 .y_desc(name)
                 .x_labels((n as usize + 2).min(16))
                 .label_style(("sans-serif", 14))
+                .light_line_style(WHITE)
                 .draw()?;
             let style = color.stroke_width(2);
             chart

@@ -17,3 +17,6 @@ mod train;
 
 /// `convtt-data`: generation, import, inspect/verify/preview/bench, exit codes, h5py interop.
 mod data;
+
+/// `convtt-worker eval`, `predict`, `export` and `plot` after a 6-step training run.
+mod eval;

@@ -203,6 +203,25 @@ pub fn verify(dir: &Path) -> Result<Manifest> {
     }
 }
 
+/// Refuses a checkpoint whose `[model]` differs from `cfg`'s (exit 2), naming every differing
+/// key; `action` says what was refused ("resume", "evaluate", …).
+pub fn check_model(
+    cfg: &convtt_common::config::ValidConfig,
+    dir: &Path,
+    m: &Manifest,
+    action: &str,
+) -> Result<()> {
+    if m.model_hash == cfg.model_hash() {
+        return Ok(());
+    }
+    let current = toml::Table::try_from(&cfg.model).expect("model config serialises");
+    Err(Error::Usage(format!(
+        "{}: the checkpoint was written by a different model; refusing to {action}:\n  {}",
+        dir.display(),
+        m.model_differences(&current).join("\n  ")
+    )))
+}
+
 /// What to resume from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Resume {

@@ -63,6 +63,73 @@ pub struct ModelInfoArgs {
     pub json: bool,
 }
 
+/// A model from a checkpoint: the config, the checkpoint and the run directory.
+#[derive(Debug, Clone, Args)]
+pub struct CheckpointArgs {
+    /// The config and its overrides (`[model]` must match the checkpoint's).
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// `auto` (newest valid checkpoint of the run directory) or a checkpoint directory.
+    #[arg(long, default_value = "auto", value_name = "auto|DIR")]
+    pub checkpoint: crate::checkpoint::Resume,
+    /// Run directory (default: the parent of `--checkpoint DIR`'s `checkpoints/`, else the
+    /// launcher's, else `launch.run_dir`).
+    #[arg(long, value_name = "DIR")]
+    pub run_dir: Option<PathBuf>,
+}
+
+/// Arguments of `eval`.
+#[derive(Debug, Clone, Args)]
+pub struct EvalArgs {
+    /// Config, checkpoint and run directory.
+    #[command(flatten)]
+    pub model: CheckpointArgs,
+    /// The split to evaluate.
+    #[arg(long, default_value = "test")]
+    pub split: String,
+    /// Future frames F to report (repeatable; default `train.eval_horizons`). One rollout of the
+    /// longest is run; shorter horizons are its first frames.
+    #[arg(long = "horizon", value_name = "F")]
+    pub horizons: Vec<usize>,
+    /// Evaluate at most this many clips (0: all; the incomplete last batch is dropped).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub max_clips: usize,
+    /// Where to write the JSON report (default `<run>/eval-<split>.json`).
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+}
+
+/// Arguments of `predict`.
+#[derive(Debug, Clone, Args)]
+pub struct PredictArgs {
+    /// Config, checkpoint and run directory.
+    #[command(flatten)]
+    pub model: CheckpointArgs,
+    /// The split the clip comes from.
+    #[arg(long, default_value = "test")]
+    pub split: String,
+    /// Clip index in the split.
+    #[arg(long, default_value_t = 0, value_name = "I")]
+    pub clip: usize,
+    /// Future frames to predict (default `data.future_frames`).
+    #[arg(long, value_name = "F")]
+    pub future: Option<usize>,
+    /// The PNG strip: rows input | ground truth | prediction.
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+}
+
+/// Arguments of `export`.
+#[derive(Debug, Clone, Args)]
+pub struct ExportArgs {
+    /// Config, checkpoint and run directory.
+    #[command(flatten)]
+    pub model: CheckpointArgs,
+    /// The safetensors file (reference parameter names).
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+}
+
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -91,4 +158,16 @@ pub enum Command {
     Forward(ForwardArgs),
     /// Parameters per layer, MACs per frame and per training step, activation memory.
     ModelInfo(ModelInfoArgs),
+    /// Evaluate a checkpoint: per-frame MSE, MAE, PSNR, SSIM over one or more horizons.
+    Eval(EvalArgs),
+    /// Write a PNG strip of one clip: input frames, ground truth, prediction.
+    Predict(PredictArgs),
+    /// Export a checkpoint's weights to safetensors with the reference parameter names.
+    Export(ExportArgs),
+    /// (Re)draw `<run>/plots/` from `metrics.jsonl` and the newest checkpoint.
+    Plot {
+        /// The run directory (its `config.toml` is used).
+        #[arg(long, value_name = "DIR")]
+        run_dir: PathBuf,
+    },
 }

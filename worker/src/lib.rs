@@ -9,6 +9,7 @@ pub mod data;
 pub mod dist;
 pub mod doctor;
 mod error;
+pub mod eval;
 pub mod npy;
 mod sys;
 pub mod torch_runtime;
@@ -32,5 +33,9 @@ pub fn run(cli: cli::Cli) -> Result<()> {
         }),
         cli::Command::Forward(args) => commands::forward::run(&args),
         cli::Command::ModelInfo(args) => commands::model_info::run(&args),
+        cli::Command::Eval(args) => eval::run_eval(&args),
+        cli::Command::Predict(args) => eval::run_predict(&args),
+        cli::Command::Export(args) => eval::run_export(&args),
+        cli::Command::Plot { run_dir } => eval::plot::run(&run_dir),
     }
 }

@@ -721,20 +721,32 @@ pub fn write_strip(path: &Path, clip: &[u8], [t, c, h, w]: [usize; 4]) -> Result
             }
         }
     }
+    write_png(path, &px, width, h, out_c)
+}
+
+/// Writes 8-bit pixels `[height, width, channels]` (1: gray, 3: RGB) as a PNG.
+pub fn write_png(
+    path: &Path,
+    px: &[u8],
+    width: usize,
+    height: usize,
+    channels: usize,
+) -> Result<()> {
+    debug_assert_eq!(px.len(), width * height * channels);
     let err = |e: String| Error::Io {
         path: path.to_owned(),
         err: std::io::Error::other(e),
     };
     let file = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
-    let mut enc = png::Encoder::new(std::io::BufWriter::new(file), width as u32, h as u32);
-    enc.set_color(if out_c == 3 {
+    let mut enc = png::Encoder::new(std::io::BufWriter::new(file), width as u32, height as u32);
+    enc.set_color(if channels == 3 {
         png::ColorType::Rgb
     } else {
         png::ColorType::Grayscale
     });
     enc.set_depth(png::BitDepth::Eight);
     let mut wr = enc.write_header().map_err(|e| err(e.to_string()))?;
-    wr.write_image_data(&px).map_err(|e| err(e.to_string()))?;
+    wr.write_image_data(px).map_err(|e| err(e.to_string()))?;
     wr.finish().map_err(|e| err(e.to_string()))
 }
 

@@ -231,10 +231,10 @@ pub fn mean(v: &[f64]) -> f64 {
 }
 
 /// Appends JSON lines to `<run>/metrics.jsonl` (rank 0 only).
-struct MetricsLog(Option<std::fs::File>);
+pub(crate) struct MetricsLog(Option<std::fs::File>);
 
 impl MetricsLog {
-    fn open(run_dir: &Path, rank: usize) -> Result<Self> {
+    pub(crate) fn open(run_dir: &Path, rank: usize) -> Result<Self> {
         if rank != 0 {
             return Ok(MetricsLog(None));
         }
@@ -247,7 +247,7 @@ impl MetricsLog {
         Ok(MetricsLog(Some(f)))
     }
 
-    fn write(&mut self, v: serde_json::Value) {
+    pub(crate) fn write(&mut self, v: serde_json::Value) {
         if let Some(f) = &mut self.0 {
             if let Err(e) = writeln!(f, "{v}") {
                 tracing::warn!("cannot append to metrics.jsonl: {e}");
@@ -470,6 +470,7 @@ fn train(ctx: &mut Context, resume: &Resume) -> Result<()> {
     }
     if rank == 0 {
         write_summary(&ctx.run_dir, &cur, last_loss, final_valid.as_ref())?;
+        crate::eval::plot::after_training(&ctx.run_dir, &cfg, &net);
         tracing::info!(
             step = cur.step,
             "training finished: {}",
@@ -600,14 +601,7 @@ fn restore(
     sched: &mut Schedules,
     cur: &mut Cursor,
 ) -> Result<()> {
-    if m.model_hash != cfg.model_hash() {
-        let current = toml::Table::try_from(&cfg.model).expect("model config serialises");
-        return Err(Error::Usage(format!(
-            "{}: the checkpoint was written by a different model; refusing to resume:\n  {}",
-            dir.display(),
-            m.model_differences(&current).join("\n  ")
-        )));
-    }
+    ckpt::check_model(cfg, dir, m, "resume")?;
     let bufs = ckpt::load_buffers(dir, m)?;
     let int = |k: &str| {
         m.state

@@ -1,0 +1,460 @@
+//! Evaluation and pictures (ARCHITECTURE §7, §8; reference spec §6): `convtt-worker eval`,
+//! `predict`, `export` and `plot`.
+//!
+//! Evaluation runs one autoregressive rollout of the longest requested horizon F from
+//! I = `data.input_frames` conditioning frames; a shorter horizon is a prefix of that rollout
+//! (spec §3.3), so its numbers are the mean over the first frames of the per-frame table.
+//! Per-frame sums over samples are reduced across ranks with the collective (via
+//! [`train::validate`]); rank 0 prints the table, writes the JSON report and appends a
+//! `{"kind": "eval", …}` line to `<run>/metrics.jsonl`.
+//!
+//! Every command loads the model the same way ([`load_model`]): resolve the checkpoint (`auto`:
+//! newest valid one of the run), refuse one whose `[model]` differs from the config, build the
+//! network in a VarStore and restore the checkpoint's flat buffer into it.
+
+pub mod plot;
+pub mod strip;
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use convtt_common::checkpoint::Manifest;
+use convtt_common::config::ValidConfig;
+use convtt_common::metrics::FrameMetrics;
+use convtt_common::model::Network;
+use serde::{Deserialize, Serialize};
+use tch::{nn::VarStore, Device};
+
+use crate::checkpoint::{self as ckpt, Resume};
+use crate::cli::{CheckpointArgs, EvalArgs, ExportArgs, PredictArgs};
+use crate::data::{self, Dataset, Placement};
+use crate::error::{Error, Result};
+use crate::train::{self, optim::FlatParams, Context, MetricsLog};
+
+/// A network restored from a checkpoint.
+pub struct Loaded {
+    /// The network (its parameters are views into `flat`).
+    pub net: Network,
+    /// The checkpoint directory.
+    pub dir: PathBuf,
+    /// Its manifest.
+    pub manifest: Manifest,
+    _vs: VarStore,
+    _flat: FlatParams,
+}
+
+/// Loads the checkpoint `which` of `<run_dir>/checkpoints` into a new network on `device`.
+/// A checkpoint whose `[model]` differs from `cfg`'s is refused (exit 2); `action` names what
+/// was refused in that message.
+pub fn load_model(
+    cfg: &ValidConfig,
+    run_dir: &Path,
+    which: &Resume,
+    device: Device,
+    action: &str,
+) -> Result<Loaded> {
+    let root = run_dir.join("checkpoints");
+    let (dir, manifest) = match which {
+        Resume::No => {
+            return Err(Error::Usage(
+                "--checkpoint must be `auto` or a checkpoint directory".into(),
+            ))
+        }
+        _ => ckpt::resolve(&root, which)?.ok_or_else(|| {
+            Error::Usage(format!(
+                "{}: no valid checkpoint (train first, or pass --checkpoint DIR)",
+                root.display()
+            ))
+        })?,
+    };
+    ckpt::check_model(cfg, &dir, &manifest, action)?;
+    let vs = VarStore::new(device);
+    let net = Network::new(&vs.root(), &cfg.model);
+    let mut flat = FlatParams::new(&vs);
+    let bufs = ckpt::load_buffers(&dir, &manifest)?;
+    flat.restore(&manifest.layout, &bufs, 0, &dir)?;
+    tracing::debug!(step = manifest.step, "loaded {}", dir.display());
+    Ok(Loaded {
+        net,
+        dir,
+        manifest,
+        _vs: vs,
+        _flat: flat,
+    })
+}
+
+/// The run directory a command means: `--run-dir`, else the run that holds `--checkpoint DIR`
+/// (`<run>/checkpoints/<step>`), else `None` (the launcher's, else `launch.run_dir`).
+fn implied_run_dir(args: &CheckpointArgs) -> Option<PathBuf> {
+    args.run_dir.clone().or_else(|| match &args.checkpoint {
+        Resume::Path(p) => {
+            let parent = p.parent()?;
+            (parent.file_name()? == "checkpoints")
+                .then(|| parent.parent().map(Path::to_path_buf))?
+        }
+        _ => None,
+    })
+}
+
+fn context(args: &CheckpointArgs) -> Result<Context> {
+    Context::new(
+        &args.config.config,
+        &args.config.overrides,
+        implied_run_dir(args),
+    )
+}
+
+/// Means over a horizon's frames.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HorizonMetrics {
+    /// Conditioning frames I.
+    pub input_frames: usize,
+    /// Predicted frames F of this horizon (the first F of the rollout).
+    pub future_frames: usize,
+    /// Per-pixel MSE on [0, 1].
+    pub mse: f64,
+    /// `mse` × 10³ (the paper's tables).
+    pub mse_x1e3: f64,
+    /// Per-frame pixel sum of squared errors (OpenSTL's "MSE").
+    pub sse: f64,
+    /// Per-pixel MAE on [0, 1].
+    pub mae: f64,
+    /// PSNR in dB, peak 1 (mean of per-frame dB values).
+    pub psnr: f64,
+    /// SSIM, paper preset.
+    pub ssim: f64,
+    /// SSIM, Wang 2004 preset.
+    pub ssim_wang2004: f64,
+}
+
+/// Per-frame means over the samples, frame 1 … F of the longest horizon.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PerFrame {
+    /// Per-pixel MSE.
+    pub mse: Vec<f64>,
+    /// Per-pixel MSE × 10³.
+    pub mse_x1e3: Vec<f64>,
+    /// Per-frame pixel sum of squared errors.
+    pub sse: Vec<f64>,
+    /// Per-pixel MAE.
+    pub mae: Vec<f64>,
+    /// PSNR (dB, peak 1).
+    pub psnr: Vec<f64>,
+    /// SSIM, paper preset.
+    pub ssim: Vec<f64>,
+    /// SSIM, Wang 2004 preset.
+    pub ssim_wang2004: Vec<f64>,
+}
+
+/// The conventions the numbers follow, written into every report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Conventions {
+    /// Clamping of predictions.
+    pub clamp: String,
+    /// MSE and its scalings.
+    pub mse: String,
+    /// MAE.
+    pub mae: String,
+    /// PSNR.
+    pub psnr: String,
+    /// SSIM `paper` preset.
+    pub ssim: String,
+    /// SSIM `wang2004` preset.
+    pub ssim_wang2004: String,
+    /// How per-frame values and horizon means are formed.
+    pub averaging: String,
+}
+
+impl Default for Conventions {
+    fn default() -> Self {
+        let s = str::to_owned;
+        Conventions {
+            clamp: s("predictions clamped to [0, 1] before every metric; targets in [0, 1]"),
+            mse: s(
+                "mse: per-pixel mean of squared error on the [0, 1] scale; mse_x1e3 = mse × 1000 \
+                    (paper tables); sse: per-frame pixel sum of squared errors (OpenSTL)",
+            ),
+            mae: s("per-pixel mean absolute error on the [0, 1] scale"),
+            psnr: s(
+                "10·log10(1 / mse), peak 1, mean of per-frame dB values; mse floored at \
+                     1e-10 and PSNR capped at 100 dB",
+            ),
+            ssim: s(
+                "paper preset: 7×7 uniform window, sample covariance (N/(N−1)), data range \
+                     L = 2, 3-pixel border crop, channels averaged (scikit-image defaults as the \
+                     reference called them)",
+            ),
+            ssim_wang2004: s(
+                "wang2004 preset: Gaussian 11×11 window, σ = 1.5, population \
+                              covariance, L = 1, 5-pixel border crop",
+            ),
+            averaging: s(
+                "per frame: sum over samples / samples (incomplete last batch dropped); \
+                          a horizon: mean over its first F frames of one autoregressive rollout \
+                          of the longest horizon",
+            ),
+        }
+    }
+}
+
+/// The result of `convtt-worker eval` (the JSON report).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalReport {
+    /// Always `"eval"`.
+    pub kind: String,
+    /// The evaluated split.
+    pub split: String,
+    /// The dataset directory.
+    pub dataset: String,
+    /// The checkpoint directory.
+    pub checkpoint: String,
+    /// Its training step.
+    pub step: u64,
+    /// Conditioning frames I.
+    pub input_frames: usize,
+    /// Frames of the rollout (the longest horizon).
+    pub future_frames: usize,
+    /// Clips evaluated (over all ranks).
+    pub samples: u64,
+    /// Ranks that shared the work.
+    pub world_size: usize,
+    /// L1 + L2 loss over all I + F − 1 outputs, teacher forcing off (as validation).
+    pub loss: f64,
+    /// One entry per requested horizon, in the order asked.
+    pub horizons: Vec<HorizonMetrics>,
+    /// Per-frame means of the longest horizon.
+    pub per_frame: PerFrame,
+    /// The conventions.
+    pub conventions: Conventions,
+}
+
+impl PerFrame {
+    fn from_means(m: &FrameMetrics) -> Self {
+        PerFrame {
+            mse: m.mse.clone(),
+            mse_x1e3: m.mse.iter().map(|v| v * 1e3).collect(),
+            sse: m.sse.clone(),
+            mae: m.mae.clone(),
+            psnr: m.psnr.clone(),
+            ssim: m.ssim_paper.clone(),
+            ssim_wang2004: m.ssim_wang.clone(),
+        }
+    }
+
+    /// Means over the first `f` frames.
+    pub fn horizon(&self, input_frames: usize, f: usize) -> HorizonMetrics {
+        let m = |v: &[f64]| train::mean(&v[..f.min(v.len())]);
+        HorizonMetrics {
+            input_frames,
+            future_frames: f,
+            mse: m(&self.mse),
+            mse_x1e3: m(&self.mse_x1e3),
+            sse: m(&self.sse),
+            mae: m(&self.mae),
+            psnr: m(&self.psnr),
+            ssim: m(&self.ssim),
+            ssim_wang2004: m(&self.ssim_wang2004),
+        }
+    }
+}
+
+impl EvalReport {
+    /// The readable table: one row per horizon, then one per frame.
+    pub fn table(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "eval {} of {}: {} clips, checkpoint step {} ({})",
+            self.split, self.dataset, self.samples, self.step, self.checkpoint
+        );
+        let header = format!(
+            "{:<10} {:>9} {:>10} {:>8} {:>7} {:>11} {:>14}",
+            "", "MSE×10³", "SSE/frame", "MAE", "PSNR", "SSIM paper", "SSIM wang2004"
+        );
+        let row = |label: String, v: [f64; 6]| {
+            format!(
+                "{label:<10} {:>9.3} {:>10.2} {:>8.5} {:>7.3} {:>11.4} {:>14.4}",
+                v[0], v[1], v[2], v[3], v[4], v[5]
+            )
+        };
+        let _ = writeln!(s, "{header}");
+        for h in &self.horizons {
+            let label = format!("{} → {}", h.input_frames, h.future_frames);
+            let v = [h.mse_x1e3, h.sse, h.mae, h.psnr, h.ssim, h.ssim_wang2004];
+            let _ = writeln!(s, "{}", row(label, v));
+        }
+        let _ = writeln!(s, "per frame");
+        let p = &self.per_frame;
+        for i in 0..p.mse.len() {
+            let label = format!("t+{}", i + 1);
+            let v = [
+                p.mse_x1e3[i],
+                p.sse[i],
+                p.mae[i],
+                p.psnr[i],
+                p.ssim[i],
+                p.ssim_wang2004[i],
+            ];
+            let _ = writeln!(s, "{}", row(label, v));
+        }
+        s
+    }
+}
+
+/// Evaluates the checkpoint `which` of `ctx`'s run on `split` (every rank calls this; all get
+/// the global report). `horizons` empty means `train.eval_horizons`.
+pub fn evaluate(
+    ctx: &mut Context,
+    which: &Resume,
+    split: &str,
+    horizons: &[usize],
+    cap: usize,
+) -> Result<EvalReport> {
+    let cfg = ctx.cfg.clone();
+    let horizons: Vec<usize> = if horizons.is_empty() {
+        cfg.train.eval_horizons.clone()
+    } else {
+        horizons.to_vec()
+    };
+    if horizons.contains(&0) {
+        return Err(Error::Usage("--horizon must be at least 1".into()));
+    }
+    let input = cfg.data.input_frames;
+    let future = horizons.iter().copied().max().unwrap_or(1);
+    let ds = Dataset::open(Path::new(&cfg.data.dataset))?;
+    let t = ds.manifest().clip_shape[0];
+    if t < input + future {
+        return Err(Error::Usage(format!(
+            "{}: clips hold {t} frames, but evaluating {input} → {future} needs {} \
+             (data.input_frames + the longest --horizon)",
+            ds.root().display(),
+            input + future
+        )));
+    }
+    let loaded = load_model(&cfg, &ctx.run_dir, which, ctx.device, "evaluate")?;
+    let at = Placement {
+        world: ctx.coll.world_size(),
+        rank: ctx.coll.rank(),
+        device: ctx.device,
+    };
+    let loader = data::eval_loader(&cfg.data, split, cap, input + future, at)?;
+    if loader.steps() == 0 {
+        return Err(Error::Usage(format!(
+            "{}: split {split} has too few clips for one batch of {} on each of {} workers",
+            ds.root().display(),
+            cfg.data.batch_size / at.world,
+            at.world
+        )));
+    }
+    let v = train::validate(&loaded.net, &loader, ctx.coll.as_mut(), input, future)?;
+    let per_frame = PerFrame::from_means(&v.frames);
+    Ok(EvalReport {
+        kind: "eval".into(),
+        split: split.to_owned(),
+        dataset: cfg.data.dataset.clone(),
+        checkpoint: loaded.dir.display().to_string(),
+        step: loaded.manifest.step,
+        input_frames: input,
+        future_frames: future,
+        samples: v.frames.samples,
+        world_size: at.world,
+        loss: v.loss,
+        horizons: horizons
+            .iter()
+            .map(|&h| per_frame.horizon(input, h))
+            .collect(),
+        per_frame,
+        conventions: Conventions::default(),
+    })
+}
+
+/// `convtt-worker eval`.
+pub fn run_eval(args: &EvalArgs) -> Result<()> {
+    let mut ctx = context(&args.model)?;
+    let report = evaluate(
+        &mut ctx,
+        &args.model.checkpoint,
+        &args.split,
+        &args.horizons,
+        args.max_clips,
+    )?;
+    if ctx.coll.rank() != 0 {
+        return Ok(());
+    }
+    print!("{}", report.table());
+    std::fs::create_dir_all(&ctx.run_dir).map_err(|e| Error::io(&ctx.run_dir, e))?;
+    let path = args
+        .json
+        .clone()
+        .unwrap_or_else(|| ctx.run_dir.join(format!("eval-{}.json", args.split)));
+    let text = serde_json::to_string_pretty(&report).expect("report serialises");
+    convtt_common::fsutil::write_atomic(&path, text.as_bytes())?;
+    let mut log = MetricsLog::open(&ctx.run_dir, 0)?;
+    log.write(serde_json::json!({
+        "kind": "eval", "step": report.step, "split": report.split,
+        "checkpoint": report.checkpoint, "samples": report.samples, "loss": report.loss,
+        "horizons": report.horizons, "per_frame": report.per_frame,
+    }));
+    tracing::info!("wrote {}", path.display());
+    Ok(())
+}
+
+/// `convtt-worker predict`.
+pub fn run_predict(args: &PredictArgs) -> Result<()> {
+    let ctx = context(&args.model)?;
+    let loaded = load_model(
+        &ctx.cfg,
+        &ctx.run_dir,
+        &args.model.checkpoint,
+        ctx.device,
+        "predict",
+    )?;
+    if ctx.coll.rank() != 0 {
+        return Ok(());
+    }
+    let future = args.future.unwrap_or(ctx.cfg.data.future_frames);
+    let (w, h) = strip::prediction_strip(
+        &loaded.net,
+        &ctx.cfg.data,
+        &args.split,
+        args.clip,
+        future,
+        &args.out,
+    )?;
+    println!(
+        "wrote {} ({w}×{h}: {} input | {future} truth | {future} predicted frames of clip {} of {}, step {})",
+        args.out.display(),
+        ctx.cfg.data.input_frames,
+        args.clip,
+        args.split,
+        loaded.manifest.step
+    );
+    Ok(())
+}
+
+/// `convtt-worker export`.
+pub fn run_export(args: &ExportArgs) -> Result<()> {
+    let ctx = context(&args.model)?;
+    let loaded = load_model(
+        &ctx.cfg,
+        &ctx.run_dir,
+        &args.model.checkpoint,
+        ctx.device,
+        "export",
+    )?;
+    if ctx.coll.rank() != 0 {
+        return Ok(());
+    }
+    convtt_common::model::export_safetensors(&loaded.net, &args.out)?;
+    println!(
+        "wrote {} ({} tensors, step {} of {})",
+        args.out.display(),
+        loaded.net.named_parameters().len(),
+        loaded.manifest.step,
+        loaded.dir.display()
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,295 @@
+//! `<run>/plots/` (ARCHITECTURE §8): `loss.png` (train and validation loss against the step,
+//! from `metrics.jsonl`), `valid-per-frame.png` (per-frame MSE and SSIM of the last validation)
+//! and `prediction.png` (validation clip 0: input | truth | prediction).
+//!
+//! Rank 0 draws them at the end of training; `convtt-worker plot --run-dir R` redraws them from
+//! the run's `config.toml`, `metrics.jsonl` and newest checkpoint. Charts use plotters' bitmap
+//! backend; text is rendered with ab_glyph from a DejaVu Sans subset embedded in the binary
+//! (`worker/assets/fonts`), so no system font library is needed.
+
+use std::path::{Path, PathBuf};
+use std::sync::Once;
+
+use convtt_common::config::ValidConfig;
+use convtt_common::model::Network;
+use plotters::prelude::*;
+
+use crate::checkpoint::Resume;
+use crate::data::tool::write_png;
+use crate::error::{Error, Result};
+
+/// The embedded font (DejaVu Sans, ASCII and a few symbols; see its LICENSE file).
+static FONT: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans-subset.ttf");
+
+fn register_font() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        if plotters::style::register_font("sans-serif", FontStyle::Normal, FONT).is_err() {
+            tracing::warn!("the embedded plot font does not load; plots will lack text");
+        }
+    });
+}
+
+/// What `metrics.jsonl` holds for the plots.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Series {
+    /// (step, mean training loss) of every `train` line.
+    pub train: Vec<(f64, f64)>,
+    /// (step, validation loss) of every `valid` line.
+    pub valid: Vec<(f64, f64)>,
+    /// The last `valid` line's step and per-frame MSE and SSIM (paper preset).
+    pub last_valid: Option<(u64, Vec<f64>, Vec<f64>)>,
+}
+
+/// Reads the plot series from a `metrics.jsonl` text (lines that do not parse are skipped).
+pub fn parse_metrics(text: &str) -> Series {
+    let mut s = Series::default();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            tracing::debug!("metrics.jsonl: skipping a line that is not JSON");
+            continue;
+        };
+        let num = |k: &str| v.get(k).and_then(serde_json::Value::as_f64);
+        let (Some(step), Some(loss)) = (num("step"), num("loss")) else {
+            continue;
+        };
+        match v.get("kind").and_then(serde_json::Value::as_str) {
+            Some("train") => s.train.push((step, loss)),
+            Some("valid") => {
+                s.valid.push((step, loss));
+                let frames = |k: &str| -> Option<Vec<f64>> {
+                    v.get("per_frame")?
+                        .get(k)?
+                        .as_array()?
+                        .iter()
+                        .map(serde_json::Value::as_f64)
+                        .collect()
+                };
+                if let (Some(mse), Some(ssim)) = (frames("mse"), frames("ssim")) {
+                    s.last_valid = Some((step as u64, mse, ssim));
+                }
+            }
+            _ => {}
+        }
+    }
+    s
+}
+
+type DrawResult = std::result::Result<(), Box<dyn std::error::Error>>;
+
+/// Draws into an RGB buffer of `size` with `draw`, then writes the PNG.
+fn render(path: &Path, size: (u32, u32), draw: impl FnOnce(&mut [u8]) -> DrawResult) -> Result<()> {
+    register_font();
+    let mut buf = vec![255u8; size.0 as usize * size.1 as usize * 3];
+    draw(&mut buf).map_err(|e| Error::Io {
+        path: path.to_owned(),
+        err: std::io::Error::other(format!("cannot draw the plot: {e}")),
+    })?;
+    write_png(path, &buf, size.0 as usize, size.1 as usize, 3)
+}
+
+/// `lo..hi` around `values`, padded by 5 % (and by `top` × 5 % above, room for the legend),
+/// never empty.
+fn span(values: impl Iterator<Item = f64>, top: f64) -> std::ops::Range<f64> {
+    let (lo, hi) = values
+        .filter(|v| v.is_finite())
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
+            (a.min(v), b.max(v))
+        });
+    if !lo.is_finite() {
+        return 0.0..1.0;
+    }
+    let pad = if hi > lo {
+        (hi - lo) * 0.05
+    } else {
+        lo.abs().max(1.0) * 0.05
+    };
+    lo - pad..hi + top * pad
+}
+
+/// Tick labels of a step axis: whole numbers without decimals.
+fn step_label(x: &f64) -> String {
+    if x.fract() == 0.0 {
+        format!("{x:.0}")
+    } else {
+        format!("{x:.1}")
+    }
+}
+
+/// `loss.png`: training loss (line) and validation loss (line and points) against the step.
+pub fn loss_plot(path: &Path, s: &Series) -> Result<()> {
+    render(path, (800, 480), |buf| {
+        let root = BitMapBackend::with_buffer(buf, (800, 480)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let all = || s.train.iter().chain(&s.valid);
+        let xs = span(all().map(|p| p.0), 1.0);
+        let ys = span(all().map(|p| p.1), 5.0);
+        let mut chart = ChartBuilder::on(&root)
+            .caption("Loss (L1 + L2)", ("sans-serif", 22))
+            .margin(14)
+            .x_label_area_size(44)
+            .y_label_area_size(64)
+            .build_cartesian_2d(xs, ys)?;
+        chart
+            .configure_mesh()
+            .x_desc("step")
+            .y_desc("loss")
+            .x_label_formatter(&step_label)
+            .label_style(("sans-serif", 14))
+            .light_line_style(WHITE)
+            .draw()?;
+        let blue = BLUE.stroke_width(2);
+        chart.draw_series(LineSeries::new(s.train.iter().copied(), blue))?;
+        // Points too while they are few (a single logged step draws no line).
+        let few = if s.train.len() <= 60 {
+            &s.train[..]
+        } else {
+            &[]
+        };
+        chart
+            .draw_series(few.iter().map(|&p| Circle::new(p, 2, BLUE.filled())))?
+            .label("train")
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], blue));
+        let red = RED.stroke_width(2);
+        chart.draw_series(LineSeries::new(s.valid.iter().copied(), red))?;
+        chart
+            .draw_series(s.valid.iter().map(|&p| Circle::new(p, 3, RED.filled())))?
+            .label("validation")
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], red));
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .label_font(("sans-serif", 15))
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw()?;
+        root.present()?;
+        Ok(())
+    })
+}
+
+/// `valid-per-frame.png`: per-frame MSE ×10³ and SSIM (paper preset) of one validation.
+pub fn per_frame_plot(path: &Path, step: u64, mse: &[f64], ssim: &[f64]) -> Result<()> {
+    render(path, (960, 420), |buf| {
+        let root = BitMapBackend::with_buffer(buf, (960, 420)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let root = root.titled(
+            &format!("Validation at step {step}, per predicted frame"),
+            ("sans-serif", 20),
+        )?;
+        let (left, right) = root.split_horizontally(480);
+        let panels: [(_, &str, Vec<f64>, RGBColor); 2] = [
+            (
+                left,
+                "MSE ×10³",
+                mse.iter().map(|v| v * 1e3).collect(),
+                BLUE,
+            ),
+            (right, "SSIM (paper preset)", ssim.to_vec(), RED),
+        ];
+        for (area, name, values, color) in panels {
+            let n = values.len().max(1) as i32;
+            let points: Vec<(i32, f64)> = values
+                .iter()
+                .enumerate()
+                .map(|(i, &v)| (i as i32 + 1, v))
+                .collect();
+            let mut chart = ChartBuilder::on(&area)
+                .margin(14)
+                .x_label_area_size(40)
+                .y_label_area_size(64)
+                .build_cartesian_2d(0..n + 1, span(values.iter().copied(), 5.0))?;
+            chart
+                .configure_mesh()
+                .x_desc("predicted frame")
+                .y_desc(name)
+                .x_labels((n as usize + 2).min(16))
+                .label_style(("sans-serif", 14))
+                .light_line_style(WHITE)
+                .draw()?;
+            let style = color.stroke_width(2);
+            chart
+                .draw_series(LineSeries::new(points.iter().copied(), style))?
+                .label(name)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
+            chart.draw_series(points.iter().map(|&p| Circle::new(p, 3, color.filled())))?;
+            chart
+                .configure_series_labels()
+                .position(SeriesLabelPosition::UpperRight)
+                .label_font(("sans-serif", 15))
+                .background_style(WHITE.mix(0.85))
+                .border_style(BLACK)
+                .draw()?;
+        }
+        root.present()?;
+        Ok(())
+    })
+}
+
+/// Draws every plot it can into `<run>/plots/`: the curves from `metrics.jsonl` and, given a
+/// network, the prediction strip of validation clip 0. Returns the files written.
+pub fn write_plots(
+    run_dir: &Path,
+    cfg: &ValidConfig,
+    net: Option<&Network>,
+) -> Result<Vec<PathBuf>> {
+    let dir = run_dir.join("plots");
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    let metrics = run_dir.join("metrics.jsonl");
+    let text = match std::fs::read_to_string(&metrics) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(Error::io(&metrics, e)),
+    };
+    let series = parse_metrics(&text);
+    let mut written = Vec::new();
+    if !series.train.is_empty() || !series.valid.is_empty() {
+        let p = dir.join("loss.png");
+        loss_plot(&p, &series)?;
+        written.push(p);
+    }
+    if let Some((step, mse, ssim)) = &series.last_valid {
+        let p = dir.join("valid-per-frame.png");
+        per_frame_plot(&p, *step, mse, ssim)?;
+        written.push(p);
+    }
+    if let Some(net) = net {
+        let p = dir.join("prediction.png");
+        let d = &cfg.data;
+        super::strip::prediction_strip(net, d, &d.valid_split, 0, d.future_frames, &p)?;
+        written.push(p);
+    }
+    Ok(written)
+}
+
+/// Rank 0 at the end of training: draws the plots; a failure is a warning, not a failed run.
+pub fn after_training(run_dir: &Path, cfg: &ValidConfig, net: &Network) {
+    match write_plots(run_dir, cfg, Some(net)) {
+        Ok(files) => tracing::info!(
+            "plots: {}",
+            files
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        Err(e) => tracing::warn!("cannot draw the plots: {e}"),
+    }
+}
+
+/// `convtt-worker plot --run-dir R`: uses `R/config.toml` and the newest valid checkpoint (the
+/// prediction strip is skipped, with a warning, when there is none).
+pub fn run(run_dir: &Path) -> Result<()> {
+    let cfg = convtt_common::config::load(&run_dir.join("config.toml"), &[] as &[String])?;
+    let loaded = match super::load_model(&cfg, run_dir, &Resume::Auto, tch::Device::Cpu, "plot") {
+        Ok(l) => Some(l),
+        Err(e) => {
+            tracing::warn!("no prediction strip: {e}");
+            None
+        }
+    };
+    for p in write_plots(run_dir, &cfg, loaded.as_ref().map(|l| &l.net))? {
+        println!("wrote {}", p.display());
+    }
+    Ok(())
+}

@@ -39,6 +39,14 @@ step "convtt-worker model-info --config $cfg"
 step "convtt-launch --cpu-workers 2 --config $cfg --run-dir $run"
 "$bin/convtt-launch" --cpu-workers 2 --config "$cfg" --run-dir "$run" --quiet-workers
 
+step "convtt-worker eval --split test (the horizons of train.eval_horizons)"
+"$bin/convtt-worker" eval --config "$cfg" --run-dir "$run" --checkpoint auto --split test
+
+step "convtt-worker predict → $run/plots/test-clip-0.png"
+"$bin/convtt-worker" predict --config "$cfg" --run-dir "$run" --checkpoint auto --split test \
+  --clip 0 --out "$run/plots/test-clip-0.png"
+
 step "results in $run"
 cat "$run/summary.toml"
+ls "$run/plots"
 printf '\nquick start finished in %d s: %s\n' "$((SECONDS - start))" "$run" >&2

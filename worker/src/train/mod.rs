@@ -446,7 +446,8 @@ fn train(ctx: &mut Context, resume: &Resume) -> Result<()> {
             if preempted {
                 return Err(Error::Preempted(cur.step));
             }
-            if cur.step >= total {
+            // Stop mid-epoch at the step limit; at an epoch's last batch the epoch ends normally.
+            if cur.step >= total && cur.batches_done < steps_per_epoch {
                 break 'epochs;
             }
         }

@@ -1,5 +1,5 @@
 //! Weights I/O in safetensors with the reference state_dict names (spec §9), so exported files
-//! load into the PyTorch reference with `load_state_dict` (see `README-python.md`) and reference
+//! load into the PyTorch reference with `load_state_dict` (see `docs/python.md`) and reference
 //! weights converted to safetensors load here.
 //!
 //! Import accepts:

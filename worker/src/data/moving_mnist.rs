@@ -156,7 +156,7 @@ mod tests {
     #[test]
     fn clips_are_pinned() {
         // Generated datasets must stay byte-identical across versions for a given seed: a
-        // change here needs a new format version (and a note in worker/DATA.md).
+        // change here needs a new format version (and a note in docs/data.md).
         use sha2::Digest;
         let digits = MnistImages::bundled_test();
         let g = MovingMnist::new(&digits, 20, 64, 2);

@@ -73,6 +73,15 @@ impl Context {
             .or_else(|| env.as_ref().map(|e| e.run_dir.clone()))
             .unwrap_or_else(|| PathBuf::from(cfg.launch.resolved_run_dir()));
         let device = pick_device(&cfg, env.as_ref())?;
+        if cfg.train.precision != convtt_common::config::Precision::F32 {
+            return Err(Error::Unavailable(format!(
+                "train.precision = {:?}: mixed precision is not implemented yet; use \"f32\"",
+                cfg.train.precision
+            )));
+        }
+        if device.is_cuda() {
+            tch::Cuda::cudnn_set_benchmark(cfg.train.cudnn_benchmark);
+        }
         set_threads(cfg.train.threads);
         let preempt = Arc::new(AtomicBool::new(false));
         install_signals(&preempt)?;

@@ -3,24 +3,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-/// `target/<profile>/<name>`: this test runs from `target/<profile>/deps/`.
-fn binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>");
-    let bin = dir.join(name);
-    assert!(
-        bin.is_file(),
-        "{} not found: build the binaries first (`cargo build --bins`)",
-        bin.display()
-    );
-    bin
-}
-
 fn convtt_data(args: &[&str]) -> Output {
-    Command::new(binary("convtt-data"))
+    Command::new(crate::util::bin("convtt-data"))
         .args(args)
         .env("RUST_LOG", "warn")
         .output()

@@ -5,15 +5,22 @@ use std::process::{Command, Stdio};
 
 use crate::util::*;
 
-fn launch(run_dir: &std::path::Path, overrides: &[String], extra: &[&str]) -> Command {
-    let mut cmd = Command::new(bin("convtt-launch"));
-    cmd.arg("--config")
+/// Adds `convtt-launch`'s arguments (after the program) for the tiny config in `run_dir`.
+fn launcher_args<'a>(
+    cmd: &'a mut Command,
+    run_dir: &std::path::Path,
+    overrides: &[String],
+) -> &'a mut Command {
+    cmd.args(["--quiet-workers", "--config"])
         .arg(repo().join("configs/tiny-cpu.toml"))
         .arg("--run-dir")
         .arg(run_dir)
-        .args(["--quiet-workers"])
         .args(set_args(overrides))
-        .args(extra);
+}
+
+fn launch(run_dir: &std::path::Path, overrides: &[String], extra: &[&str]) -> Command {
+    let mut cmd = Command::new(bin("convtt-launch"));
+    launcher_args(&mut cmd, run_dir, overrides).args(extra);
     cmd
 }
 
@@ -245,12 +252,8 @@ fn mpirun_launch(run_dir: &std::path::Path, overrides: &[String]) -> Command {
     cmd.env("OMPI_ALLOW_RUN_AS_ROOT", "1")
         .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
         .args(["-n", "2", "--bind-to", "none", "--oversubscribe"])
-        .arg(bin("convtt-launch"))
-        .args(["--cpu-workers", "2", "--quiet-workers", "--config"])
-        .arg(repo().join("configs/tiny-cpu.toml"))
-        .arg("--run-dir")
-        .arg(run_dir)
-        .args(set_args(overrides));
+        .arg(bin("convtt-launch"));
+    launcher_args(&mut cmd, run_dir, overrides).args(["--cpu-workers", "2"]);
     cmd
 }
 

@@ -29,7 +29,6 @@
 //! `first_index`. The HDF5 side lives in the worker (`convtt_worker::data`).
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -239,7 +238,7 @@ impl DatasetManifest {
     /// Writes `<dir>/dataset.toml` atomically (temporary file, fsync, rename, fsync of `dir`).
     pub fn write(&self, dir: &Path) -> Result<PathBuf> {
         let path = dir.join(MANIFEST_FILE);
-        write_atomic(&path, self.to_toml().as_bytes())?;
+        crate::fsutil::write_atomic(&path, self.to_toml().as_bytes())?;
         Ok(path)
     }
 }
@@ -258,39 +257,6 @@ fn is_safe_relative(p: &str) -> bool {
         && path
             .components()
             .all(|c| matches!(c, std::path::Component::Normal(_)))
-}
-
-/// Writes `bytes` to `path` so that readers see either the old file or the complete new one:
-/// a sibling temporary file is written and fsynced, renamed over `path`, and the directory is
-/// fsynced.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let res = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        sync_dir(dir)
-    })();
-    if res.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    res.map_err(|e| Error::io(path, e))
-}
-
-/// fsyncs a directory so that renames inside it are durable.
-pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    let dir = if dir.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        dir
-    };
-    std::fs::File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]

@@ -10,12 +10,17 @@ use crate::{Error, Result};
 
 /// SHA-256 (hex) and size of a file, streamed.
 pub fn sha256_file(path: &Path) -> Result<(String, u64)> {
-    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    sha256_io(path).map_err(|e| Error::io(path, e))
+}
+
+/// [`sha256_file`] with the bare I/O error (for callers that report the path themselves).
+pub fn sha256_io(path: &Path) -> std::io::Result<(String, u64)> {
+    let mut f = std::fs::File::open(path)?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut n = 0u64;
     loop {
-        let k = f.read(&mut buf).map_err(|e| Error::io(path, e))?;
+        let k = f.read(&mut buf)?;
         if k == 0 {
             break;
         }
@@ -34,13 +39,21 @@ pub fn fsync_file(path: &Path) -> Result<()> {
 
 /// Flushes a directory entry (after a rename inside it).
 pub fn fsync_dir(dir: &Path) -> Result<()> {
-    std::fs::File::open(dir)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| Error::io(dir, e))
+    sync_dir(dir).map_err(|e| Error::io(dir, e))
 }
 
-/// Replaces `path` with `bytes` atomically: readers see the old or the new content, never a mix,
-/// and a crash leaves at most a `.tmp` file beside it.
+/// `fsync` of a directory (an empty path is the current directory), as an `io::Result`.
+pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Replaces `path` with `bytes` atomically: readers see the old or the complete new content, and
+/// a failure removes the temporary file (a crash may leave a `.NAME.tmp-PID` beside it).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path
@@ -48,14 +61,17 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let write = || -> std::io::Result<()> {
+    let res = (|| {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;
-        f.sync_all()
-    };
-    write().map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
-    fsync_dir(dir)
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        sync_dir(dir)
+    })();
+    if res.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    res.map_err(|e| Error::io(path, e))
 }
 
 #[cfg(test)]

@@ -8,8 +8,8 @@ use convtt_common::dataset::{DatasetManifest, ShardEntry, MANIFEST_FILE};
 
 use super::progress::Progress;
 use super::shard::ShardReader;
-use super::writer::sha256_file;
 use crate::{Error, Result};
+use convtt_common::fsutil::sha256_io as sha256_file;
 
 /// A dataset whose manifest agrees with its files (as far as headers and sizes tell; the
 /// checksums are only checked by [`verify`]).

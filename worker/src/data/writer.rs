@@ -8,14 +8,12 @@
 //! and nothing previously written is lost.
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use convtt_common::dataset::{
     self, valid_split_name, DatasetKind, DatasetManifest, ShardEntry, SplitManifest,
     FORMAT_VERSION, MANIFEST_FILE,
 };
-use sha2::{Digest, Sha256};
 
 use super::progress::Progress;
 use super::shard::ShardWriter;
@@ -46,23 +44,6 @@ pub struct DatasetWriter {
     splits: BTreeMap<String, SplitManifest>,
     bytes: u64,
     finished: bool,
-}
-
-/// SHA-256 (lower-case hex) and size of a file.
-pub fn sha256_file(path: &Path) -> std::io::Result<(String, u64)> {
-    let mut f = std::fs::File::open(path)?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut n = 0u64;
-    loop {
-        let k = f.read(&mut buf)?;
-        if k == 0 {
-            break;
-        }
-        h.update(&buf[..k]);
-        n += k as u64;
-    }
-    Ok((h.finalize().iter().map(|b| format!("{b:02x}")).collect(), n))
 }
 
 fn nonce() -> String {
@@ -175,7 +156,8 @@ impl DatasetWriter {
                 progress.inc(1);
             }
             w.finish()?;
-            let (sha256, bytes) = sha256_file(&path).map_err(|e| Error::io(&path, e))?;
+            let (sha256, bytes) =
+                convtt_common::fsutil::sha256_io(&path).map_err(|e| Error::io(&path, e))?;
             self.bytes += bytes;
             shards.push(ShardEntry {
                 path: rel,
@@ -224,7 +206,7 @@ impl DatasetWriter {
         manifest.write(&self.tmp)?;
         for split in manifest.splits.keys() {
             let d = self.tmp.join(split);
-            dataset::sync_dir(&d).map_err(|e| Error::io(&d, e))?;
+            convtt_common::fsutil::sync_dir(&d).map_err(|e| Error::io(&d, e))?;
         }
         let parent = self.tmp.parent().expect("tmp has a parent").to_owned();
         if self.out.exists() {
@@ -240,7 +222,7 @@ impl DatasetWriter {
                 return Err(Error::io(&self.out, e));
             }
             self.finished = true;
-            dataset::sync_dir(&parent).map_err(|e| Error::io(&parent, e))?;
+            convtt_common::fsutil::sync_dir(&parent).map_err(|e| Error::io(&parent, e))?;
             if let Err(e) = std::fs::remove_dir_all(&old) {
                 tracing::warn!(
                     "could not delete the replaced dataset {}: {e}",
@@ -250,7 +232,7 @@ impl DatasetWriter {
         } else {
             std::fs::rename(&self.tmp, &self.out).map_err(|e| Error::io(&self.out, e))?;
             self.finished = true;
-            dataset::sync_dir(&parent).map_err(|e| Error::io(&parent, e))?;
+            convtt_common::fsutil::sync_dir(&parent).map_err(|e| Error::io(&parent, e))?;
         }
         Ok((manifest, self.bytes))
     }

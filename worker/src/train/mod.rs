@@ -189,6 +189,21 @@ pub struct Validation {
     pub frames: FrameMetrics,
 }
 
+impl Validation {
+    /// The headline numbers: loss and the means over frames of every metric.
+    pub fn summary(&self) -> [(&'static str, f64); 6] {
+        let f = &self.frames;
+        [
+            ("loss", self.loss),
+            ("mse", mean(&f.mse)),
+            ("mae", mean(&f.mae)),
+            ("psnr", mean(&f.psnr)),
+            ("ssim", mean(&f.ssim_paper)),
+            ("ssim_wang2004", mean(&f.ssim_wang)),
+        ]
+    }
+}
+
 /// Runs the model over `loader` (autoregressive) and reduces loss and metrics over ranks.
 pub fn validate(
     net: &Network,
@@ -363,6 +378,8 @@ fn train(ctx: &mut Context, resume: &Resume) -> Result<()> {
 
     let per_rank_batch = (cfg.data.batch_size / world) as u64;
     let mut last_saved = cur.step;
+    // At most one checkpoint in flight; it is committed at the next step boundary.
+    let mut pending: Option<PendingSave> = None;
     let mut window = (Instant::now(), 0u64, 0.0f64, 0u64); // (since, samples, loss sum, steps)
     let mut last_loss = f64::NAN;
     'epochs: while cur.epoch < cfg.train.epochs as u64 && cur.step < total {
@@ -446,13 +463,20 @@ fn train(ctx: &mut Context, resume: &Resume) -> Result<()> {
                     metrics = Some(run_validation(&net, v, ctx, &mut log, &cur, input, future)?);
                 }
             }
+            if let Some(p) = pending.take() {
+                finish_save(ctx, p)?;
+            }
             let every = cfg.checkpoint.every_steps;
             let preempted = tail[1] > 0.0;
             if (every > 0 && cur.step % every == 0) || preempted {
-                save(ctx, &flat, &sched, &cur, metrics.as_ref())?;
+                pending = Some(begin_save(ctx, &flat, &sched, &cur, metrics.as_ref()));
                 last_saved = cur.step;
             }
             if preempted {
+                // A preemption waits for the commit.
+                if let Some(p) = pending.take() {
+                    finish_save(ctx, p)?;
+                }
                 return Err(Error::Preempted(cur.step));
             }
             // Stop mid-epoch at the step limit; at an epoch's last batch the epoch ends normally.
@@ -471,12 +495,16 @@ fn train(ctx: &mut Context, resume: &Resume) -> Result<()> {
         cur.epoch += 1;
         cur.batches_done = 0;
     }
+    if let Some(p) = pending.take() {
+        finish_save(ctx, p)?;
+    }
     let final_valid = match &valid {
         Some(v) => Some(run_validation(&net, v, ctx, &mut log, &cur, input, future)?),
         None => None,
     };
     if last_saved != cur.step {
-        save(ctx, &flat, &sched, &cur, final_valid.as_ref())?;
+        let p = begin_save(ctx, &flat, &sched, &cur, final_valid.as_ref());
+        finish_save(ctx, p)?;
     }
     if rank == 0 {
         write_summary(&ctx.run_dir, &cur, last_loss, final_valid.as_ref())?;
@@ -533,13 +561,26 @@ fn run_validation(
     Ok(v)
 }
 
-fn save(
-    ctx: &mut Context,
+/// A checkpoint whose shards are being written by a background thread; committed by
+/// [`finish_save`] (after a barrier, by rank 0) once the thread is done.
+struct PendingSave {
+    writer: std::thread::JoinHandle<Result<()>>,
+    step: u64,
+    tmp: PathBuf,
+    /// Rank 0: the manifest to commit (files are filled in at commit time).
+    manifest: Option<Manifest>,
+}
+
+/// Starts a checkpoint of the current state: the flat buffers are copied to the host here (so
+/// training may continue changing them) and written, with this rank's state file, on a
+/// background thread. Training does not wait on the disk; [`finish_save`] commits.
+fn begin_save(
+    ctx: &Context,
     flat: &FlatParams,
     sched: &Schedules,
     cur: &Cursor,
     valid: Option<&Validation>,
-) -> Result<PathBuf> {
+) -> PendingSave {
     let cfg = &ctx.cfg;
     let (rank, world) = (ctx.rank(), ctx.coll.world_size());
     let root = ctx.run_dir.join("checkpoints");
@@ -551,18 +592,17 @@ fn save(
         epoch: cur.epoch,
         batches_done: cur.batches_done,
     };
-    ckpt::write_shard(&tmp, rank, world, [&bufs[0], &bufs[1], &bufs[2]], &state)?;
-    ctx.coll.barrier()?;
-    let dir = root.join(convtt_common::checkpoint::step_dir_name(cur.step));
-    if rank == 0 {
-        let mut metrics = std::collections::BTreeMap::new();
-        if let Some(v) = valid {
-            metrics.insert("valid.loss".to_owned(), v.loss);
-            metrics.insert("valid.mse".to_owned(), mean(&v.frames.mse));
-            metrics.insert("valid.mae".to_owned(), mean(&v.frames.mae));
-            metrics.insert("valid.psnr".to_owned(), mean(&v.frames.psnr));
-            metrics.insert("valid.ssim".to_owned(), mean(&v.frames.ssim_paper));
-        }
+    let dir = tmp.clone();
+    let writer = std::thread::spawn(move || {
+        ckpt::write_shard(&dir, rank, world, [&bufs[0], &bufs[1], &bufs[2]], &state)
+    });
+    let manifest = (rank == 0).then(|| {
+        let metrics = valid
+            .map(Validation::summary)
+            .into_iter()
+            .flatten()
+            .map(|(k, x)| (format!("valid.{k}"), x))
+            .collect();
         let mut state = toml::Table::new();
         state.insert(
             "adam_steps".into(),
@@ -576,7 +616,7 @@ fn save(
             "schedules".into(),
             toml::Value::try_from(sched).expect("schedules serialise"),
         );
-        let manifest = Manifest {
+        Manifest {
             format_version: FORMAT_VERSION,
             step: cur.step,
             epoch: cur.epoch,
@@ -589,15 +629,37 @@ fn save(
             files: Vec::new(),
             metrics,
             state,
-        };
-        let c = &cfg.checkpoint;
-        ckpt::commit(
-            &root,
-            &tmp,
-            manifest,
-            (c.keep_last, c.keep_best, c.best_mode, &c.best_metric),
-        )?;
-        ctx.coll.checkpoint_committed(cur.step, &dir)?;
+        }
+    });
+    PendingSave {
+        writer,
+        step: cur.step,
+        tmp,
+        manifest,
+    }
+}
+
+/// Waits for this rank's shard, then (after a barrier) rank 0 verifies and commits the
+/// checkpoint and applies retention; a second barrier keeps ranks together.
+fn finish_save(ctx: &mut Context, pending: PendingSave) -> Result<PathBuf> {
+    let written = pending
+        .writer
+        .join()
+        .unwrap_or_else(|_| Err(Error::Peer("the checkpoint writer thread panicked".into())));
+    written?;
+    ctx.coll.barrier()?;
+    let root = ctx.run_dir.join("checkpoints");
+    let dir = root.join(convtt_common::checkpoint::step_dir_name(pending.step));
+    if let Some(manifest) = pending.manifest {
+        let c = &ctx.cfg.checkpoint;
+        let retention = (
+            c.keep_last,
+            c.keep_best,
+            c.best_mode,
+            c.best_metric.as_str(),
+        );
+        ckpt::commit(&root, &pending.tmp, manifest, retention)?;
+        ctx.coll.checkpoint_committed(pending.step, &dir)?;
     }
     ctx.coll.barrier()?;
     Ok(dir)
@@ -656,19 +718,11 @@ fn write_summary(
     );
     t.insert("final_train_loss".into(), toml::Value::Float(loss));
     if let Some(v) = valid {
-        let mut vt = toml::Table::new();
-        vt.insert("loss".into(), toml::Value::Float(v.loss));
-        vt.insert("mse".into(), toml::Value::Float(mean(&v.frames.mse)));
-        vt.insert("mae".into(), toml::Value::Float(mean(&v.frames.mae)));
-        vt.insert("psnr".into(), toml::Value::Float(mean(&v.frames.psnr)));
-        vt.insert(
-            "ssim".into(),
-            toml::Value::Float(mean(&v.frames.ssim_paper)),
-        );
-        vt.insert(
-            "ssim_wang2004".into(),
-            toml::Value::Float(mean(&v.frames.ssim_wang)),
-        );
+        let vt: toml::Table = v
+            .summary()
+            .into_iter()
+            .map(|(k, x)| (k.to_owned(), toml::Value::Float(x)))
+            .collect();
         t.insert("valid".into(), toml::Value::Table(vt));
     }
     let text = toml::to_string_pretty(&t).expect("summary serialises");

@@ -36,7 +36,8 @@ impl Agent {
         }
     }
 
-    fn client(&mut self) -> Result<&mut AgentClient> {
+    /// The connection, for the NCCL id exchange (an error once goodbye closed it).
+    pub(crate) fn client(&mut self) -> Result<&mut AgentClient> {
         self.client
             .as_mut()
             .ok_or_else(|| Error::Peer("the agent connection was already closed".into()))

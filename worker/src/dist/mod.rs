@@ -3,8 +3,10 @@
 //! backends plug in behind the same trait.
 
 mod agent;
+mod nccl;
 
 pub use agent::Agent;
+pub use nccl::Nccl;
 use tch::{Kind, Tensor};
 
 use crate::error::Result;

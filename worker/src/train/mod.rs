@@ -29,7 +29,7 @@ use tch::{nn::VarStore, Device, Kind, Tensor};
 
 use crate::checkpoint::{self as ckpt, Resume};
 use crate::data::{self, Loader, Placement};
-use crate::dist::{parameter_drift, Agent, Collective, Single};
+use crate::dist::{parameter_drift, Agent, Collective, Nccl, Single};
 use crate::error::{Error, Result};
 use optim::FlatParams;
 use schedule::Schedules;
@@ -101,7 +101,13 @@ impl Context {
                     }
                     std::thread::sleep(Duration::from_millis(100));
                 });
-                Box::new(Agent::new(client))
+                let agent = Agent::new(client);
+                match device {
+                    // GPU workers all-reduce with NCCL; the agent still carries the id,
+                    // barriers, metric sums and heartbeats.
+                    Device::Cuda(k) => Box::new(Nccl::connect(agent, k, timeout)?),
+                    _ => Box::new(agent),
+                }
             }
         };
         Ok(Context {

@@ -186,6 +186,90 @@ fn mask_seed(seed: u64, step: u64, rank: usize) -> u64 {
     a ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (rank as u64).wrapping_mul(0xD1B5_4A32_D192_ED03)
 }
 
+/// Seconds spent in each phase of one training step (filled when timing was asked for; GPU
+/// work is synchronised at each phase boundary then, which costs some overlap).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StepTimes {
+    /// Forward pass and loss.
+    pub forward: f64,
+    /// Backward pass and gathering the flat gradient.
+    pub backward: f64,
+    /// The gradient all-reduce.
+    pub allreduce: f64,
+    /// Clipping and the Adam update.
+    pub optimizer: f64,
+}
+
+/// What one training step produced.
+#[derive(Debug, Clone, Copy)]
+pub struct StepOutcome {
+    /// The step's loss, averaged over ranks.
+    pub loss: f64,
+    /// Some rank asked to stop (preemption): every rank sees the same value.
+    pub preempt: bool,
+}
+
+/// One optimizer step on `clips` `[B, I + F, C, H, W]`: forward with the scheduled-sampling
+/// `mask`, L1 + L2 loss, backward, ONE all-reduce carrying the flat gradient, this rank's loss
+/// and its `stop` flag, clipping, Adam. With `times`, each phase is timed (CUDA synchronised).
+#[allow(clippy::too_many_arguments)]
+pub fn train_step(
+    net: &Network,
+    flat: &mut FlatParams,
+    ctx: &mut Context,
+    clips: &Tensor,
+    mask: Option<Tensor>,
+    lr: f64,
+    stop: bool,
+    mut times: Option<&mut StepTimes>,
+) -> Result<StepOutcome> {
+    let cfg = &ctx.cfg;
+    let (input, future) = (cfg.data.input_frames, cfg.data.future_frames);
+    let device = ctx.device;
+    let timed = times.is_some();
+    let mut clock = Instant::now();
+    // Seconds since the previous lap (0 when not timing); synchronises CUDA first.
+    let mut lap = || {
+        if !timed {
+            return 0.0;
+        }
+        if let Device::Cuda(k) = device {
+            tch::Cuda::synchronize(k as i64);
+        }
+        let e = clock.elapsed().as_secs_f64();
+        clock = Instant::now();
+        e
+    };
+    let steps_in = (input + future - 1) as i64;
+    let rollout = Rollout::training(input, future, mask);
+    let out = net.forward(&clips.narrow(1, 0, steps_in), &rollout)?;
+    let l = loss(&out, &clips.narrow(1, 1, steps_in));
+    let forward = lap();
+    flat.zero_grad();
+    l.backward();
+    let extra = Tensor::from_slice(&[l.double_value(&[]) as f32, f32::from(u8::from(stop))])
+        .to_device(device);
+    let mut buf = Tensor::cat(&[flat.flat_grad(), extra], 0);
+    let backward = lap();
+    ctx.coll.all_reduce_mean(&mut buf)?;
+    let allreduce = lap();
+    let n = flat.numel();
+    let mut grad = buf.narrow(0, 0, n);
+    let tail = Vec::<f32>::try_from(buf.narrow(0, n, 2).to_device(Device::Cpu))?;
+    if cfg.optim.gradient_clipping {
+        FlatParams::clip(&mut grad, cfg.optim.clipping_threshold);
+    }
+    flat.adam_step(&grad, lr, &cfg.optim);
+    let optimizer = lap();
+    if let Some(t) = times.as_deref_mut() {
+        t.forward += forward;
+        t.backward += backward;
+        t.allreduce += allreduce;
+        t.optimizer += optimizer;
+    }
+    Ok(StepOutcome { loss: f64::from(tail[0]), preempt: tail[1] > 0.0 })
+}
+
 /// Validation result (global means over every rank's clips).
 #[derive(Debug, Clone)]
 pub struct Validation {
@@ -399,30 +483,12 @@ fn train(ctx: &mut Context, resume: &Resume) -> Result<()> {
             let ratio = sched.ss_ratio_at(&cfg.optim, cur.step, total);
             let mut mrng = MaskRng::new(mask_seed(cfg.train.seed, cur.step, rank));
             let mask = scheduled_sampling_mask(&mut mrng, clips.size()[0] as usize, future, ratio);
-            let steps_in = (input + future - 1) as i64;
-            let rollout = Rollout::training(input, future, mask);
-            let out = net.forward(&clips.narrow(1, 0, steps_in), &rollout)?;
-            let l = loss(&out, &clips.narrow(1, 1, steps_in));
-            flat.zero_grad();
-            l.backward();
-            // One all-reduce: gradients, this rank's loss, and the preemption flag.
             let stop = ctx.preempt.load(Ordering::Acquire);
-            let extra =
-                Tensor::from_slice(&[l.double_value(&[]) as f32, f32::from(u8::from(stop))])
-                    .to_device(ctx.device);
-            let mut buf = Tensor::cat(&[flat.flat_grad(), extra], 0);
-            ctx.coll.all_reduce_mean(&mut buf)?;
-            let n = flat.numel();
-            let mut grad = buf.narrow(0, 0, n);
-            let tail = Vec::<f32>::try_from(buf.narrow(0, n, 2).to_device(Device::Cpu))?;
-            if cfg.optim.gradient_clipping {
-                FlatParams::clip(&mut grad, cfg.optim.clipping_threshold);
-            }
-            flat.adam_step(&grad, lr, &cfg.optim);
+            let out = train_step(&net, &mut flat, ctx, &clips, mask, lr, stop, None)?;
             cur.step += 1;
             cur.batches_done += 1;
             cur.samples_seen += per_rank_batch * world as u64;
-            let step_loss = f64::from(tail[0]);
+            let step_loss = out.loss;
             last_loss = step_loss;
             window.1 += per_rank_batch * world as u64;
             window.2 += step_loss;
@@ -473,7 +539,7 @@ fn train(ctx: &mut Context, resume: &Resume) -> Result<()> {
                 finish_save(ctx, p)?;
             }
             let every = cfg.checkpoint.every_steps;
-            let preempted = tail[1] > 0.0;
+            let preempted = out.preempt;
             if (every > 0 && cur.step % every == 0) || preempted {
                 pending = Some(begin_save(ctx, &flat, &sched, &cur, metrics.as_ref()));
                 last_saved = cur.step;

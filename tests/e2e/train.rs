@@ -334,3 +334,46 @@ fn a_worker_killed_on_one_mpi_node_restarts_both_nodes() {
     assert_eq!(latest_step(&run_dir), Some(6));
     assert!(no_process_mentions(&run_dir));
 }
+
+#[test]
+fn bench_reports_the_step_breakdown() {
+    let ov = tiny_overrides(1);
+    let out = run(Command::new(bin("convtt-worker"))
+        .args([
+            "bench",
+            "--steps",
+            "2",
+            "--warmup",
+            "1",
+            "--json",
+            "--peak-tflops",
+            "1",
+            "--config",
+        ])
+        .arg(repo().join("configs/tiny-cpu.toml"))
+        .args(set_args(&ov[..1])));
+    let (stdout, stderr) = texts(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let r: serde_json::Value = serde_json::from_str(&stdout).expect("bench --json is JSON");
+    let phases: f64 = [
+        "data_wait_ms",
+        "forward_ms",
+        "backward_ms",
+        "allreduce_ms",
+        "optimizer_ms",
+    ]
+    .iter()
+    .map(|k| r[k].as_f64().unwrap_or_else(|| panic!("{k} missing: {r}")))
+    .sum();
+    let step = r["step_ms"].as_f64().unwrap();
+    assert!(
+        step > 0.0 && (phases - step).abs() <= 1e-6 * step.max(1.0),
+        "{r}"
+    );
+    assert!(r["forward_ms"].as_f64().unwrap() > 0.0 && r["backward_ms"].as_f64().unwrap() > 0.0);
+    assert!(r["samples_per_s"].as_f64().unwrap() > 0.0, "{r}");
+    assert!(r["peak_host_mib"].as_f64().unwrap() > 0.0, "{r}");
+    assert!(r["achieved_gflops"].as_f64().unwrap() > 0.0, "{r}");
+    assert!(r["fraction_of_peak"].as_f64().is_some(), "{r}");
+    assert_eq!(r["steps"].as_u64(), Some(2));
+}

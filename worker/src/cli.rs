@@ -49,6 +49,29 @@ pub struct ForwardArgs {
     pub device: String,
 }
 
+/// Arguments of `bench`.
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// The run configuration (model, data, optimizer) and its overrides.
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Timed steps.
+    #[arg(long, default_value_t = 20)]
+    pub steps: usize,
+    /// Untimed warm-up steps before them.
+    #[arg(long, default_value_t = 3)]
+    pub warmup: usize,
+    /// `cpu` or `cuda` (default: `train.device`).
+    #[arg(long)]
+    pub device: Option<String>,
+    /// The device's peak TFLOP/s, to report the achieved fraction.
+    #[arg(long, value_name = "TFLOPS")]
+    pub peak_tflops: Option<f64>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// Arguments of `model-info`.
 #[derive(Debug, Clone, Args)]
 pub struct ModelInfoArgs {
@@ -158,6 +181,9 @@ pub enum Command {
     Forward(ForwardArgs),
     /// Parameters per layer, MACs per frame and per training step, activation memory.
     ModelInfo(ModelInfoArgs),
+    /// Time training steps: data wait, forward, backward, all-reduce, optimizer; samples/s,
+    /// peak memory, achieved FLOP/s.
+    Bench(BenchArgs),
     /// Evaluate a checkpoint: per-frame MSE, MAE, PSNR, SSIM over one or more horizons.
     Eval(EvalArgs),
     /// Write a PNG strip of one clip: input frames, ground truth, prediction.

@@ -33,6 +33,7 @@ pub fn run(cli: cli::Cli) -> Result<()> {
         }),
         cli::Command::Forward(args) => commands::forward::run(&args),
         cli::Command::ModelInfo(args) => commands::model_info::run(&args),
+        cli::Command::Bench(args) => commands::bench::run(&args),
         cli::Command::Eval(args) => eval::run_eval(&args),
         cli::Command::Predict(args) => eval::run_predict(&args),
         cli::Command::Export(args) => eval::run_export(&args),

@@ -1,5 +1,6 @@
-//! Subcommands that inspect and run models: `forward` and `model-info`.
+//! Subcommands that inspect and run models: `forward`, `model-info` and `bench`.
 
+pub mod bench;
 pub mod forward;
 pub mod model_info;
 

@@ -221,7 +221,7 @@ pub fn train_step(
     mask: Option<Tensor>,
     lr: f64,
     stop: bool,
-    mut times: Option<&mut StepTimes>,
+    times: Option<&mut StepTimes>,
 ) -> Result<StepOutcome> {
     let cfg = &ctx.cfg;
     let (input, future) = (cfg.data.input_frames, cfg.data.future_frames);
@@ -261,13 +261,16 @@ pub fn train_step(
     }
     flat.adam_step(&grad, lr, &cfg.optim);
     let optimizer = lap();
-    if let Some(t) = times.as_deref_mut() {
+    if let Some(t) = times {
         t.forward += forward;
         t.backward += backward;
         t.allreduce += allreduce;
         t.optimizer += optimizer;
     }
-    Ok(StepOutcome { loss: f64::from(tail[0]), preempt: tail[1] > 0.0 })
+    Ok(StepOutcome {
+        loss: f64::from(tail[0]),
+        preempt: tail[1] > 0.0,
+    })
 }
 
 /// Validation result (global means over every rank's clips).

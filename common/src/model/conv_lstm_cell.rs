@@ -105,7 +105,7 @@ pub fn lstm_update(z: &Tensor, c: &Tensor) -> (Tensor, Tensor) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::testing::check_gradients;
+    use crate::model::testing::{check_gradients, probe_rollout};
     use tch::Kind;
 
     /// Gate order i, f, o, g: with only the o-gate bias large and negative the output is ≈ 0
@@ -159,14 +159,8 @@ mod tests {
         let xs: Vec<Tensor> = (0..3).map(|_| Tensor::randn([1, 2, 4, 4], opts)).collect();
         let probe = Tensor::randn([1, 2, 4, 4], opts);
         let loss = || {
-            let mut s = cell.zero_state(1, 4, 4, Device::Cpu);
-            let mut total = Tensor::zeros([], opts);
-            for x in &xs {
-                let (h, next) = cell.step(x, &s);
-                total = &total + (h * &probe).sum(Kind::Double);
-                s = next;
-            }
-            total
+            let zero = cell.zero_state(1, 4, 4, Device::Cpu);
+            probe_rollout(zero, |x, s| cell.step(x, s), &xs, &probe)
         };
         check_gradients(&vs.trainable_variables(), loss, 6);
     }

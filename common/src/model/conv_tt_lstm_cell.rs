@@ -179,7 +179,7 @@ impl ConvTtLstmCell {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::testing::check_gradients;
+    use crate::model::testing::{check_gradients, probe_rollout};
     use tch::Kind;
 
     fn cfg(order: usize, steps: usize) -> ConvTtLstmCellConfig {
@@ -314,14 +314,8 @@ mod tests {
         let xs: Vec<Tensor> = (0..4).map(|_| Tensor::randn([1, 1, 4, 4], opts)).collect();
         let probe = Tensor::randn([1, 2, 4, 4], opts);
         let loss = || {
-            let mut s = cell.zero_state(1, 4, 4, Device::Cpu);
-            let mut total = Tensor::zeros([], opts);
-            for x in &xs {
-                let (h, next) = cell.step(x, &s);
-                total = &total + (h * &probe).sum(Kind::Double);
-                s = next;
-            }
-            total
+            let zero = cell.zero_state(1, 4, 4, Device::Cpu);
+            probe_rollout(zero, |x, s| cell.step(x, s), &xs, &probe)
         };
         check_gradients(&vs.trainable_variables(), loss, 4);
     }

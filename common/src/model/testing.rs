@@ -142,6 +142,23 @@ impl Tolerance {
     }
 }
 
+/// Σ_t ⟨h_t, probe⟩ over a rollout of `xs` through a cell's `step`, starting from `state`: the
+/// scalar the cells' finite-difference checks differentiate.
+pub fn probe_rollout(
+    mut state: super::CellState,
+    step: impl Fn(&Tensor, &super::CellState) -> (Tensor, super::CellState),
+    xs: &[Tensor],
+    probe: &Tensor,
+) -> Tensor {
+    let mut total = Tensor::zeros([], (Kind::Double, probe.device()));
+    for x in xs {
+        let (h, next) = step(x, &state);
+        total = &total + (h * probe).sum(Kind::Double);
+        state = next;
+    }
+    total
+}
+
 /// Central finite differences (f64, ε = 1e-6) against autograd for `samples` entries of each
 /// parameter; `loss` must be a deterministic scalar function of `params`.
 pub fn check_gradients(params: &[Tensor], loss: impl Fn() -> Tensor, samples: usize) {

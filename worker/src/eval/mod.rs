@@ -104,6 +104,13 @@ fn context(args: &CheckpointArgs) -> Result<Context> {
     )
 }
 
+/// The worker context and the model of the checkpoint `args` name (for `action` in messages).
+fn open_checkpoint(args: &CheckpointArgs, action: &str) -> Result<(Context, Loaded)> {
+    let ctx = context(args)?;
+    let loaded = load_model(&ctx.cfg, &ctx.run_dir, &args.checkpoint, ctx.device, action)?;
+    Ok((ctx, loaded))
+}
+
 /// Means over a horizon's frames.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HorizonMetrics {
@@ -401,14 +408,7 @@ pub fn run_eval(args: &EvalArgs) -> Result<()> {
 
 /// `convtt-worker predict`.
 pub fn run_predict(args: &PredictArgs) -> Result<()> {
-    let ctx = context(&args.model)?;
-    let loaded = load_model(
-        &ctx.cfg,
-        &ctx.run_dir,
-        &args.model.checkpoint,
-        ctx.device,
-        "predict",
-    )?;
+    let (ctx, loaded) = open_checkpoint(&args.model, "predict")?;
     if ctx.coll.rank() != 0 {
         return Ok(());
     }
@@ -434,14 +434,7 @@ pub fn run_predict(args: &PredictArgs) -> Result<()> {
 
 /// `convtt-worker export`.
 pub fn run_export(args: &ExportArgs) -> Result<()> {
-    let ctx = context(&args.model)?;
-    let loaded = load_model(
-        &ctx.cfg,
-        &ctx.run_dir,
-        &args.model.checkpoint,
-        ctx.device,
-        "export",
-    )?;
+    let (ctx, loaded) = open_checkpoint(&args.model, "export")?;
     if ctx.coll.rank() != 0 {
         return Ok(());
     }

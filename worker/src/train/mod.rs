@@ -59,8 +59,10 @@ pub struct Context {
     pub device: Device,
     /// Collectives.
     pub coll: Box<dyn Collective>,
-    /// Set by signals or the launcher: checkpoint, then exit 4.
+    /// Set by signals: checkpoint, then exit 4.
     pub preempt: Arc<AtomicBool>,
+    /// Set by the launcher's preempt message (the agent client's flag), when launched.
+    agent_preempt: Option<Arc<AtomicBool>>,
 }
 
 impl Context {
@@ -85,22 +87,14 @@ impl Context {
         set_threads(cfg.train.threads);
         let preempt = Arc::new(AtomicBool::new(false));
         install_signals(&preempt)?;
+        let mut agent_preempt = None;
         let coll: Box<dyn Collective> = match &env {
             None => Box::new(Single),
             Some(e) => {
                 let timeout = Duration::from_secs_f64(cfg.launch.collective_timeout_secs + 30.0);
                 let client =
                     AgentClient::from_env(e, timeout).map_err(|e| Error::Peer(e.to_string()))?;
-                let flag = client.preempt_flag();
-                let ours = preempt.clone();
-                // The launcher's preempt message sets the client's flag; mirror it into ours.
-                std::thread::spawn(move || loop {
-                    if flag.load(Ordering::Acquire) {
-                        ours.store(true, Ordering::Release);
-                        break;
-                    }
-                    std::thread::sleep(Duration::from_millis(100));
-                });
+                agent_preempt = Some(client.preempt_flag());
                 let agent = Agent::new(client);
                 match device {
                     // GPU workers all-reduce with NCCL; the agent still carries the id,
@@ -117,7 +111,17 @@ impl Context {
             device,
             coll,
             preempt,
+            agent_preempt,
         })
+    }
+
+    /// A signal or the launcher asked this worker to checkpoint and stop.
+    pub fn preempt_requested(&self) -> bool {
+        self.preempt.load(Ordering::Acquire)
+            || self
+                .agent_preempt
+                .as_ref()
+                .is_some_and(|f| f.load(Ordering::Acquire))
     }
 
     fn rank(&self) -> usize {
@@ -486,7 +490,7 @@ fn train(ctx: &mut Context, resume: &Resume) -> Result<()> {
             let ratio = sched.ss_ratio_at(&cfg.optim, cur.step, total);
             let mut mrng = MaskRng::new(mask_seed(cfg.train.seed, cur.step, rank));
             let mask = scheduled_sampling_mask(&mut mrng, clips.size()[0] as usize, future, ratio);
-            let stop = ctx.preempt.load(Ordering::Acquire);
+            let stop = ctx.preempt_requested();
             let out = train_step(&net, &mut flat, ctx, &clips, mask, lr, stop, None)?;
             cur.step += 1;
             cur.batches_done += 1;

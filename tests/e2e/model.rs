@@ -166,3 +166,49 @@ fn model_info_reports_the_released_model() {
     assert_eq!(v["summary"]["batch"], 2);
     assert!(v["rules"].as_array().is_some_and(|r| r.len() == 4));
 }
+
+/// Every preset in `configs/` (the paper's rows, ablations, baselines) passes `convtt-launch
+/// check` and `convtt-worker model-info`, and the paper presets have the documented sizes.
+#[test]
+fn every_preset_passes_check_and_model_info() {
+    let dir = crate::util::repo().join("configs");
+    let mut seen = Vec::new();
+    for entry in std::fs::read_dir(&dir).expect("configs/") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_none_or(|e| e != "toml") {
+            continue;
+        }
+        let check = run(bare(&bin("convtt-launch"))
+            .arg("check")
+            .arg("--config")
+            .arg(&path));
+        assert_eq!(
+            check.status.code(),
+            Some(0),
+            "{}: {}",
+            path.display(),
+            texts(&check).1
+        );
+        let info = run(bare(&bin("convtt-worker"))
+            .args(["model-info", "--json", "--config"])
+            .arg(&path));
+        let (stdout, stderr) = texts(&info);
+        assert_eq!(info.status.code(), Some(0), "{}: {stderr}", path.display());
+        let v: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
+        let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+        seen.push((name, v["summary"]["total_parameters"].as_i64().unwrap()));
+    }
+    for (name, params) in [
+        ("mmnist", 2_687_281),
+        ("mmnist-convlstm", 3_973_201),
+        ("mmnist-convlstm-ttd", 2_679_393),
+        ("ablation-tt-1x1", 2_005_297),
+        ("ablation-order1", 2_648_497),
+        ("ablation-order3-5x5", 2_687_281),
+    ] {
+        assert!(
+            seen.contains(&(name.to_owned(), params)),
+            "{name}: expected {params} parameters in {seen:?}"
+        );
+    }
+}

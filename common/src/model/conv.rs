@@ -55,6 +55,23 @@ impl Conv {
         )
     }
 
+    /// [`Self::forward`] with the (4-D) weight multiplied element-wise by `mask` (broadcast),
+    /// so masked weights have no effect and receive zero gradient.
+    pub fn forward_masked(&self, x: &Tensor, mask: &Tensor) -> Tensor {
+        let k = self.kernel();
+        x.conv2d(
+            &(&self.weight
+                * mask
+                    .to_device(self.weight.device())
+                    .to_kind(self.weight.kind())),
+            Some(&self.bias),
+            [1, 1],
+            [k / 2, k / 2],
+            [1, 1],
+            1,
+        )
+    }
+
     /// `(prefix.weight, weight), (prefix.bias, bias)` in state_dict order.
     pub fn named(&self, prefix: &str) -> [(String, Tensor); 2] {
         [

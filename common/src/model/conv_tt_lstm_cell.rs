@@ -43,6 +43,9 @@ pub struct ConvTtLstmCellConfig {
     pub init: InitScheme,
     /// Advance the ring pointer modulo N (`eval_paper/`) instead of M.
     pub legacy_pointer_mod_order: bool,
+    /// Kernel size of the tensor-train part (cores, preprocessing, the T channels of the gate
+    /// convolution); 0: `kernel`. 1 is the "standard TTD" ablation.
+    pub tt_kernel: i64,
 }
 
 impl Default for ConvTtLstmCellConfig {
@@ -56,6 +59,7 @@ impl Default for ConvTtLstmCellConfig {
             kernel: 5,
             init: InitScheme::Pytorch,
             legacy_pointer_mod_order: false,
+            tt_kernel: 0,
         }
     }
 }
@@ -65,6 +69,15 @@ impl ConvTtLstmCellConfig {
     pub fn window(&self) -> usize {
         self.steps + 1 - self.order
     }
+
+    /// Kernel size of the tensor-train part (`tt_kernel`, 0 meaning `kernel`).
+    pub fn tt_kernel(&self) -> i64 {
+        if self.tt_kernel == 0 {
+            self.kernel
+        } else {
+            self.tt_kernel
+        }
+    }
 }
 
 /// The Conv-TT-LSTM cell.
@@ -72,6 +85,9 @@ impl ConvTtLstmCellConfig {
 pub struct ConvTtLstmCell {
     cttd: Cttd,
     gates: Conv,
+    /// With `tt_kernel` < `kernel`: 1 on the X channels, 1 on the T channels only inside the
+    /// central tt_kernel × tt_kernel window, so G(1) is a tt_kernel-sized convolution.
+    gate_mask: Option<Tensor>,
     cfg: ConvTtLstmCellConfig,
 }
 
@@ -91,12 +107,17 @@ impl ConvTtLstmCell {
         );
         let s = cfg.window() as i64;
         let n = cfg.order;
+        let tk = cfg.tt_kernel();
+        assert!(
+            tk % 2 == 1 && tk <= k,
+            "tt_kernel odd and ≤ kernel (validated config)"
+        );
         let mut cores = Vec::new();
         let mut preprocess = Vec::new();
         let mut gates = None;
         for l in 0..n {
             if l + 1 < n {
-                cores.push(core_conv(p, l, c, k, cfg.init));
+                cores.push(core_conv(p, l, c, tk, cfg.init));
             } else {
                 gates = Some(Conv::new(
                     &(p / "layers" / l),
@@ -104,11 +125,29 @@ impl ConvTtLstmCell {
                     cfg.init,
                 ));
             }
-            preprocess.push(preprocess_conv(p, l, ch, c, s, k, cfg.init));
+            preprocess.push(preprocess_conv(p, l, ch, c, s, tk, cfg.init));
         }
+        let gates = gates.expect("order ≥ 1");
+        let gate_mask = (tk < k).then(|| {
+            let opts = (gates.weight.kind(), gates.weight.device());
+            let mask = Tensor::ones([1, cin + c, k, k], opts);
+            let off = (k - tk) / 2;
+            let _ = mask.narrow(1, cin, c).fill_(0.0);
+            let _ = mask
+                .narrow(1, cin, c)
+                .narrow(2, off, tk)
+                .narrow(3, off, tk)
+                .fill_(1.0);
+            // Masked weights start (and, with zero gradient, stay) at zero.
+            tch::no_grad(|| {
+                let _ = gates.weight.shallow_clone().g_mul_(&mask);
+            });
+            mask
+        });
         Self {
             cttd: Cttd { cores, preprocess },
-            gates: gates.expect("order ≥ 1"),
+            gates,
+            gate_mask,
             cfg: cfg.clone(),
         }
     }
@@ -151,7 +190,11 @@ impl ConvTtLstmCell {
     pub fn step(&self, x: &Tensor, state: &CellState) -> (Tensor, CellState) {
         let _span = tracing::trace_span!("conv_tt_lstm_cell").entered();
         let t = self.cttd.forward(state);
-        let z = self.gates.forward(&Tensor::cat(&[x, &t], 1));
+        let xt = Tensor::cat(&[x, &t], 1);
+        let z = match &self.gate_mask {
+            None => self.gates.forward(&xt),
+            Some(mask) => self.gates.forward_masked(&xt, mask),
+        };
         let (h, c) = lstm_update(&z, &state.cell);
         let modulus = if self.cfg.legacy_pointer_mod_order {
             self.cfg.order
@@ -273,6 +316,7 @@ mod tests {
                     weight: fixed.gates.weight.shallow_clone(),
                     bias: fixed.gates.bias.shallow_clone(),
                 },
+                gate_mask: None,
                 cfg: legacy_cfg,
             };
             let (mut sa, mut sb) = (
@@ -318,5 +362,51 @@ mod tests {
             probe_rollout(zero, |x, s| cell.step(x, s), &xs, &probe)
         };
         check_gradients(&vs.trainable_variables(), loss, 4);
+    }
+
+    /// `tt_kernel` = 1 (the "standard TTD" ablation): cores and preprocessing are 1×1, the gate
+    /// convolution equals a k×k convolution of X plus a 1×1 convolution of T, and the masked
+    /// gate weights get zero gradient.
+    #[test]
+    fn tt_kernel_one_makes_the_tensor_train_pointwise() {
+        tch::manual_seed(8);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let mut c = cfg(2, 3);
+        c.tt_kernel = 1;
+        let cell = ConvTtLstmCell::new(&vs.root(), &c);
+        assert!(cell
+            .cttd
+            .cores
+            .iter()
+            .all(|g| g.weight.size()[2..] == [1, 1]));
+        assert!(cell
+            .cttd
+            .preprocess
+            .iter()
+            .all(|p| p.weight.size()[2..] == [1, 1, 2]));
+        let w = &cell.gates.weight; // [8, 1 + 2, 3, 3]
+        let x = Tensor::randn([2, 1, 5, 5], (Kind::Float, Device::Cpu));
+        let t = Tensor::randn([2, 2, 5, 5], (Kind::Float, Device::Cpu));
+        let z = cell
+            .gates
+            .forward_masked(&Tensor::cat(&[&x, &t], 1), cell.gate_mask.as_ref().unwrap());
+        let wx = w.narrow(1, 0, 1);
+        let wt = w.narrow(1, 1, 2).narrow(2, 1, 1).narrow(3, 1, 1);
+        let want = x.conv2d(&wx, Some(&cell.gates.bias), [1, 1], [1, 1], [1, 1], 1)
+            + t.conv2d(&wt, None::<&Tensor>, [1, 1], [0, 0], [1, 1], 1);
+        assert!((&z - &want).abs().max().double_value(&[]) < 1e-5);
+        // Masked weights start at zero and get no gradient through a whole step.
+        let outside = |g: &Tensor| -> f64 {
+            let m = cell.gate_mask.as_ref().unwrap();
+            let keep: Tensor = m.ones_like() - m;
+            (g * keep).abs().sum(Kind::Double).double_value(&[])
+        };
+        assert_eq!(outside(w), 0.0);
+        let s = cell.zero_state(2, 5, 5, Device::Cpu);
+        let (h, s) = cell.step(&x, &s);
+        let (h2, _) = cell.step(&h.narrow(1, 0, 1), &s);
+        h2.sum(Kind::Float).backward();
+        assert_eq!(outside(&w.grad()), 0.0);
+        assert!(w.grad().abs().sum(Kind::Double).double_value(&[]) > 0.0);
     }
 }

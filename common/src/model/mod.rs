@@ -6,6 +6,7 @@
 //! | [`conv_lstm_cell`] | ConvLSTM cell | `code/convlstmcell.py` `ConvLSTMCell` |
 //! | [`cttd`] | convolutional tensor-train module; recursive and explicit-kernel evaluation | first loop of `ConvTTLSTMCell.forward` |
 //! | [`conv_tt_lstm_cell`] | Conv-TT-LSTM cell | `code/convlstmcell.py` `ConvTTLSTMCell` |
+//! | [`ttd_conv_lstm_cell`] | ConvLSTM with a classic tensor-train weight (paper §5) | — (Garipov et al. 2016) |
 //! | [`network`] | 4 × 3 layers, skips, 1×1 head, rollout, scheduled sampling | `code/convlstmnet.py` `ConvLSTMNet` |
 //! | [`init`] | PyTorch-default and Xavier initialisation | `nn.Conv*.reset_parameters`, `eval_paper/` |
 //! | [`io`] | safetensors export/import with reference names | `state_dict()` / `load_state_dict` |
@@ -20,6 +21,7 @@
 //! | TT gate conv | `layers.b{b}l{l}.layers.{N−1}.{weight,bias}` | `[4Ch, Cin + C, k, k]` |
 //! | TT preprocessing l | `layers.b{b}l{l}.layers_.{l}.{weight,bias}` | `[C, Ch, k, k, S]` |
 //! | ConvLSTM conv | `layers.b{b}l{l}.conv.{weight,bias}` | `[4Ch, Cin + Ch, k, k]` |
+//! | Classic-TTD ConvLSTM | `layers.b{b}l{l}.conv.cores.{0…d}`, `….conv.bias` | `[k, k, r_1]`, `[r_i, c_i, s_i, r_{i+1}]` |
 //! | Output head | `layers.output.{weight,bias}` | `[C_img, ·, 1, 1]` |
 //!
 //! Building a model on CPU:
@@ -48,6 +50,7 @@ pub mod io;
 pub mod network;
 pub mod state;
 pub mod summary;
+pub mod ttd_conv_lstm_cell;
 
 #[cfg(test)]
 mod golden;
@@ -64,3 +67,4 @@ pub use network::{
 };
 pub use state::{CellState, NetState};
 pub use summary::{summarize, LayerSummary, ModelSummary};
+pub use ttd_conv_lstm_cell::{TtConv, TtdConvLstmCell, TtdConvLstmCellConfig};

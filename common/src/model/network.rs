@@ -22,6 +22,7 @@ use super::conv::Conv;
 use super::conv_lstm_cell::{ConvLstmCell, ConvLstmCellConfig};
 use super::conv_tt_lstm_cell::{ConvTtLstmCell, ConvTtLstmCellConfig};
 use super::state::{CellState, NetState};
+use super::ttd_conv_lstm_cell::{TtdConvLstmCell, TtdConvLstmCellConfig};
 use crate::config::{CellKind, ModelConfig};
 use crate::error::{Error, Result};
 
@@ -82,6 +83,8 @@ pub enum Cell {
     Tt(ConvTtLstmCell),
     /// ConvLSTM.
     Lstm(ConvLstmCell),
+    /// ConvLSTM with a classic tensor-train weight.
+    Ttd(TtdConvLstmCell),
 }
 
 impl Cell {
@@ -90,6 +93,7 @@ impl Cell {
         match self {
             Cell::Tt(c) => c.step(x, state),
             Cell::Lstm(c) => c.step(x, state),
+            Cell::Ttd(c) => c.step(x, state),
         }
     }
 
@@ -98,6 +102,7 @@ impl Cell {
         match self {
             Cell::Tt(c) => c.zero_state(batch, height, width, device),
             Cell::Lstm(c) => c.zero_state(batch, height, width, device),
+            Cell::Ttd(c) => c.zero_state(batch, height, width, device),
         }
     }
 
@@ -106,6 +111,7 @@ impl Cell {
         match self {
             Cell::Tt(c) => c.named_parameters(prefix),
             Cell::Lstm(c) => c.named_parameters(prefix),
+            Cell::Ttd(c) => c.named_parameters(prefix),
         }
     }
 }
@@ -254,6 +260,7 @@ impl Network {
                             kernel: k,
                             init: cfg.init,
                             legacy_pointer_mod_order: cfg.legacy_pointer_mod_order,
+                            tt_kernel: cfg.tt_filter_size as i64,
                         },
                     )),
                     CellKind::Convlstm => Cell::Lstm(ConvLstmCell::new(
@@ -264,6 +271,17 @@ impl Network {
                             kernel: k,
                             init: cfg.init,
                         },
+                    )),
+                    CellKind::ConvlstmTtd => Cell::Ttd(TtdConvLstmCell::new(
+                        &cp,
+                        &TtdConvLstmCellConfig::factorised(
+                            spec.input_channels,
+                            spec.hidden_channels,
+                            k,
+                            &cfg.ttd_rank_list(),
+                            cfg.init,
+                        )
+                        .expect("validated: every channel count factors into ttd_order factors"),
                     )),
                 };
                 Layer { spec, cell }

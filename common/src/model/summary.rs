@@ -3,7 +3,12 @@
 //! check it against built networks and the spec's tables.
 //!
 //! Counting rules:
-//! * Parameters: every weight and bias element.
+//! * Parameters: every weight and bias element. With `model.tt_filter_size` < `filter_size` the
+//!   gate convolution's T channels outside the central window are masked to zero and not
+//!   counted (they are stored, so the checkpoint holds a few more numbers). The classic-TTD
+//!   ConvLSTM (`convlstm_ttd`) counts its tensor-train cores and dense bias.
+//! * MACs of `convlstm_ttd`: those of the dense convolution it runs after reconstructing the
+//!   kernel (the reconstruction itself, once per step and independent of H × W, is ignored).
 //! * MACs (multiply-accumulates) per predicted frame and sample: convolution weight elements
 //!   (biases excluded) × H × W, summed over all convolutions of one recurrent step, which is the
 //!   reference README's "multiplications for one-step prediction per sample" as reconstructed in
@@ -17,6 +22,7 @@
 use serde::Serialize;
 
 use super::network::{layer_plan, LayerSpec};
+use super::ttd_conv_lstm_cell::TtdConvLstmCellConfig;
 use crate::config::{CellKind, ModelConfig};
 
 /// Accounting for one recurrent layer (or the head).
@@ -61,7 +67,7 @@ pub struct ModelSummary {
 
 /// Parameters of one recurrent layer.
 pub fn layer_parameters(cfg: &ModelConfig, l: &LayerSpec) -> i64 {
-    layer_weights(cfg, l) + layer_biases(cfg, l)
+    layer_stored_weights(cfg, l) + layer_biases(cfg, l)
 }
 
 fn layer_weights(cfg: &ModelConfig, l: &LayerSpec) -> i64 {
@@ -71,18 +77,40 @@ fn layer_weights(cfg: &ModelConfig, l: &LayerSpec) -> i64 {
         (cfg.filter_size * cfg.filter_size) as i64,
     );
     match cfg.cell {
-        CellKind::Convlstm => (cin + ch) * 4 * ch * k2,
+        CellKind::Convlstm | CellKind::ConvlstmTtd => (cin + ch) * 4 * ch * k2,
         CellKind::Convttlstm => {
             let (n, c, s) = (cfg.order as i64, cfg.rank as i64, cfg.window() as i64);
-            (n - 1) * c * c * k2 + (cin + c) * 4 * ch * k2 + n * c * ch * k2 * s
+            let tk2 = (cfg.tt_kernel() * cfg.tt_kernel()) as i64;
+            (n - 1) * c * c * tk2 + cin * 4 * ch * k2 + c * 4 * ch * tk2 + n * c * ch * tk2 * s
         }
     }
+}
+
+/// Weights of one layer as stored: the effective ones of [`layer_weights`], except that the
+/// classic-TTD cell stores tensor-train cores instead of its dense kernel.
+fn layer_stored_weights(cfg: &ModelConfig, l: &LayerSpec) -> i64 {
+    match cfg.cell {
+        CellKind::ConvlstmTtd => ttd_config(cfg, l).parameters() - 4 * l.hidden_channels,
+        _ => layer_weights(cfg, l),
+    }
+}
+
+/// The factorisation of a classic-TTD layer (the config must be validated).
+fn ttd_config(cfg: &ModelConfig, l: &LayerSpec) -> TtdConvLstmCellConfig {
+    TtdConvLstmCellConfig::factorised(
+        l.input_channels,
+        l.hidden_channels,
+        cfg.filter_size as i64,
+        &cfg.ttd_rank_list(),
+        cfg.init,
+    )
+    .expect("validated: every channel count factors into ttd_order factors")
 }
 
 fn layer_biases(cfg: &ModelConfig, l: &LayerSpec) -> i64 {
     let ch = l.hidden_channels;
     match cfg.cell {
-        CellKind::Convlstm => 4 * ch,
+        CellKind::Convlstm | CellKind::ConvlstmTtd => 4 * ch,
         CellKind::Convttlstm => {
             let (n, c) = (cfg.order as i64, cfg.rank as i64);
             (n - 1) * c + 4 * ch + n * c
@@ -95,7 +123,7 @@ fn layer_activations(cfg: &ModelConfig, l: &LayerSpec) -> i64 {
     // z (4Ch), the four gate activations (4Ch), C, tanh C, H.
     let lstm = 4 * ch + 4 * ch + 3 * ch;
     match cfg.cell {
-        CellKind::Convlstm => (cin + ch) + lstm,
+        CellKind::Convlstm | CellKind::ConvlstmTtd => (cin + ch) + lstm,
         CellKind::Convttlstm => {
             let (n, c, s) = (cfg.order as i64, cfg.rank as i64, cfg.window() as i64);
             // Window concatenations, U_l, core outputs and sums, [X | T].

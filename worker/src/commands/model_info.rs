@@ -58,14 +58,25 @@ pub fn render(cfg: &ValidConfig, batch: Option<usize>, as_json: bool) -> Result<
     let m = &cfg.model;
     let mut out = String::new();
     let cell = match m.cell {
-        CellKind::Convttlstm => format!(
-            "Conv-TT-LSTM N={} M={} (window S={}) C={}",
-            m.order,
-            m.steps,
-            m.window(),
-            m.rank
-        ),
+        CellKind::Convttlstm => {
+            format!(
+                "Conv-TT-LSTM N={} M={} (window S={}) C={}",
+                m.order,
+                m.steps,
+                m.window(),
+                m.rank
+            ) + &if m.tt_kernel() == m.filter_size {
+                String::new()
+            } else {
+                format!(", TT filter size {}", m.tt_kernel())
+            }
+        }
         CellKind::Convlstm => "ConvLSTM".to_owned(),
+        CellKind::ConvlstmTtd => format!(
+            "ConvLSTM with a tensor-train weight (classic TTD) d={} ranks {:?}",
+            m.ttd_order,
+            m.ttd_rank_list()
+        ),
     };
     out += &format!(
         "{cell}, k={}, blocks {:?} x {} layers, skip stride {}, {} image channel(s), {}x{} frames\n\n",

@@ -31,7 +31,7 @@ pub use checkpoint::{CheckpointConfig, MetricMode, RANKING_METRICS};
 pub use data::{DataConfig, DataSource};
 pub use issues::{ConfigErrors, ConfigIssue};
 pub use launch::LaunchConfig;
-pub use model::{CellKind, InitScheme, ModelConfig};
+pub use model::{prime_factors, tt_factors, CellKind, InitScheme, ModelConfig};
 pub use optim::{OptimConfig, Schedule};
 pub use sweep::SweepConfig;
 pub use train::{DeviceKind, Precision, TrainConfig};

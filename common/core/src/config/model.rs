@@ -13,6 +13,10 @@ pub enum CellKind {
     Convttlstm,
     /// The ConvLSTM baseline (spec §2.1).
     Convlstm,
+    /// ConvLSTM whose convolution weight is stored in the classic tensor-train format of
+    /// Garipov et al. 2016 (paper §5, Eqs. 12–13): `model.ttd_order`, `model.ttd_ranks`.
+    #[serde(rename = "convlstm_ttd")]
+    ConvlstmTtd,
 }
 
 /// Parameter initialisation (spec §2.7).
@@ -53,6 +57,15 @@ pub struct ModelConfig {
     pub init: InitScheme,
     /// Reproduce `eval_paper/`'s ring pointer that advances modulo N instead of M (spec §2.5).
     pub legacy_pointer_mod_order: bool,
+    /// Kernel size of the tensor-train part of a Conv-TT-LSTM cell (the cores G, the
+    /// preprocessing convolutions P and the T channels of the gate convolution); 0: the same as
+    /// `filter_size`. 1 is the paper's "standard TTD" ablation (Table 4).
+    pub tt_filter_size: usize,
+    /// `cell = "convlstm_ttd"`: number d of channel factors (the tensor train has d + 1 cores:
+    /// one spatial core and d channel cores).
+    pub ttd_order: usize,
+    /// `cell = "convlstm_ttd"`: the d TT ranks r_1 … r_d (one value: all equal).
+    pub ttd_ranks: Vec<usize>,
 }
 
 impl Default for ModelConfig {
@@ -70,6 +83,9 @@ impl Default for ModelConfig {
             output_sigmoid: false,
             init: InitScheme::Pytorch,
             legacy_pointer_mod_order: false,
+            tt_filter_size: 0,
+            ttd_order: 2,
+            ttd_ranks: vec![8],
         }
     }
 }
@@ -78,6 +94,47 @@ impl ModelConfig {
     /// Window length M − N + 1 of each preprocessing convolution (the spec's `S`, `lags`).
     pub fn window(&self) -> usize {
         self.steps + 1 - self.order
+    }
+
+    /// Kernel size of the tensor-train part (`tt_filter_size`, 0 meaning `filter_size`).
+    pub fn tt_kernel(&self) -> usize {
+        if self.tt_filter_size == 0 {
+            self.filter_size
+        } else {
+            self.tt_filter_size
+        }
+    }
+
+    /// The d TT ranks of `cell = "convlstm_ttd"` (`ttd_ranks` broadcast when it has one entry).
+    pub fn ttd_rank_list(&self) -> Vec<usize> {
+        if self.ttd_ranks.len() == 1 {
+            vec![self.ttd_ranks[0]; self.ttd_order]
+        } else {
+            self.ttd_ranks.clone()
+        }
+    }
+
+    /// (name `b{b}l{l}`, input channels Cin, hidden channels Ch) of every recurrent layer, in
+    /// order, by the skip rule of the network (spec §3.1).
+    pub fn layer_channels(&self) -> Vec<(String, usize, usize)> {
+        let w = &self.block_widths;
+        let stride = self.skip_stride;
+        let mut out = Vec::new();
+        for (b, &width) in w.iter().enumerate() {
+            for l in 0..self.layers_per_block {
+                let cin = if l > 0 {
+                    width
+                } else if b == 0 {
+                    self.image_channels
+                } else if b > stride {
+                    w[b - 1] + w[b - 1 - stride]
+                } else {
+                    w[b - 1]
+                };
+                out.push((format!("b{b}l{l}"), cin, width));
+            }
+        }
+        out
     }
 
     pub(crate) fn validate(&self, errs: &mut ConfigErrors) {
@@ -134,5 +191,111 @@ impl ModelConfig {
             "model.legacy_pointer_mod_order",
             || "only applies to cell = \"convttlstm\"".into(),
         );
+        let tk = self.tt_filter_size;
+        check(
+            errs,
+            tk == 0 || (tk % 2 == 1 && tk <= self.filter_size),
+            "model.tt_filter_size",
+            || {
+                format!(
+                    "must be 0 (same as model.filter_size) or odd and ≤ model.filter_size = {} (got {tk})",
+                    self.filter_size
+                )
+            },
+        );
+        check(
+            errs,
+            tk == 0 || self.cell == CellKind::Convttlstm,
+            "model.tt_filter_size",
+            || "only applies to cell = \"convttlstm\"; remove it or set 0".into(),
+        );
+        self.validate_ttd(errs);
     }
+
+    fn validate_ttd(&self, errs: &mut ConfigErrors) {
+        let d = self.ttd_order;
+        check(errs, (1..=4).contains(&d), "model.ttd_order", || {
+            format!("must be between 1 and 4 (got {d})")
+        });
+        check(
+            errs,
+            self.ttd_ranks.len() == 1 || self.ttd_ranks.len() == d,
+            "model.ttd_ranks",
+            || {
+                format!(
+                    "must list one rank (all equal) or model.ttd_order = {d} ranks (got {})",
+                    self.ttd_ranks.len()
+                )
+            },
+        );
+        for (i, r) in self.ttd_ranks.iter().enumerate() {
+            check(errs, *r >= 1, &format!("model.ttd_ranks[{i}]"), || {
+                "must be at least 1 (got 0)".into()
+            });
+        }
+        if self.cell != CellKind::ConvlstmTtd || !(1..=4).contains(&d) {
+            return;
+        }
+        if self.block_widths.contains(&0) || self.image_channels == 0 || self.skip_stride == 0 {
+            return; // reported above; the channel plan is meaningless
+        }
+        for (name, cin, ch) in self.layer_channels() {
+            for (what, n) in [
+                ("input channels Cin + Ch", cin + ch),
+                ("outputs 4·Ch", 4 * ch),
+            ] {
+                if tt_factors(n, d).is_none() {
+                    errs.push(
+                        "model.ttd_order",
+                        format!(
+                            "layer {name}'s {what} = {n} = {} cannot be split into ttd_order = {d} \
+                             factors ≥ 2; lower model.ttd_order or change model.block_widths / \
+                             model.image_channels",
+                            prime_factors(n)
+                                .iter()
+                                .map(|p| p.to_string())
+                                .collect::<Vec<_>>()
+                                .join(" × ")
+                        ),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Prime factors of `n` in ascending order, with multiplicity (empty for 0 and 1).
+pub fn prime_factors(mut n: usize) -> Vec<usize> {
+    let mut out = Vec::new();
+    let mut p = 2;
+    while n > 1 && p * p <= n {
+        while n.is_multiple_of(p) {
+            out.push(p);
+            n /= p;
+        }
+        p += 1;
+    }
+    if n > 1 {
+        out.push(n);
+    }
+    out
+}
+
+/// Splits a channel count `n` into `d` factors ≥ 2 whose product is `n`, as balanced as the
+/// prime factorisation allows (largest primes first, each onto the currently smallest factor),
+/// listed in descending order. `None` when `n` has fewer than `d` prime factors. This is how
+/// the classic-TTD cell factorises its channel dimensions (Cin + Ch = Π c_i, 4·Ch = Π s_i).
+pub fn tt_factors(n: usize, d: usize) -> Option<Vec<usize>> {
+    let primes = prime_factors(n);
+    if d == 0 || primes.len() < d {
+        return None;
+    }
+    let mut f = vec![1usize; d];
+    for p in primes.into_iter().rev() {
+        let i = (0..d).min_by_key(|&i| (f[i], i)).expect("d ≥ 1");
+        f[i] *= p;
+    }
+    // Every factor got at least one prime: the first d primes go to distinct factors.
+    f.sort_unstable_by(|a, b| b.cmp(a));
+    Some(f)
 }

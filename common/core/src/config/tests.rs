@@ -207,3 +207,60 @@ fn data_source_online_is_validated() {
     let found = issues("[data]\nsource = \"online\"\n", NONE);
     assert_eq!(found[0].path, "data.source", "{found:#?}");
 }
+
+#[test]
+fn tt_factors_are_balanced_and_refuse_too_few_primes() {
+    assert_eq!(tt_factors(96, 2), Some(vec![12, 8]));
+    assert_eq!(tt_factors(192, 3), Some(vec![8, 6, 4]));
+    assert_eq!(tt_factors(128, 1), Some(vec![128]));
+    assert_eq!(tt_factors(33, 2), Some(vec![11, 3]));
+    assert_eq!(tt_factors(33, 3), None);
+    assert_eq!(tt_factors(7, 2), None);
+    for (n, d) in [(96, 3), (112, 4), (80, 2), (64, 3)] {
+        let f = tt_factors(n, d).unwrap();
+        assert_eq!(f.iter().product::<usize>(), n);
+        assert!(f.iter().all(|&x| x >= 2), "{f:?}");
+    }
+    assert_eq!(prime_factors(112), vec![2, 2, 2, 2, 7]);
+}
+
+#[test]
+fn classic_ttd_channels_that_do_not_factor_name_the_layer() {
+    // b0l0 has Cin + Ch = 1 + 32 = 33 = 3 × 11: two factors at most.
+    let found = issues("[model]\ncell = \"convlstm_ttd\"\nttd_order = 3\n", NONE);
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert_eq!(found[0].path, "model.ttd_order");
+    assert!(found[0].msg.contains("b0l0") && found[0].msg.contains("33 = 3 × 11"));
+    let ok = parse(
+        "[model]\ncell = \"convlstm_ttd\"\nttd_order = 2\nttd_ranks = [4, 6]\n",
+        None,
+        NONE,
+    )
+    .unwrap();
+    assert_eq!(ok.model.ttd_rank_list(), vec![4, 6]);
+    let found = issues(
+        "[model]\ncell = \"convlstm_ttd\"\nttd_ranks = [4, 6, 8]\n",
+        NONE,
+    );
+    assert_eq!(found[0].path, "model.ttd_ranks");
+}
+
+#[test]
+fn tt_filter_size_is_odd_at_most_the_filter_and_only_for_the_tt_cell() {
+    assert_eq!(
+        parse("[model]\ntt_filter_size = 1\n", None, NONE)
+            .unwrap()
+            .model
+            .tt_kernel(),
+        1
+    );
+    assert_eq!(parse("", None, NONE).unwrap().model.tt_kernel(), 5);
+    for bad in [
+        "tt_filter_size = 2",
+        "tt_filter_size = 7",
+        "cell = \"convlstm\"\ntt_filter_size = 1",
+    ] {
+        let found = issues(&format!("[model]\n{bad}\n"), NONE);
+        assert_eq!(found[0].path, "model.tt_filter_size", "{bad}: {found:#?}");
+    }
+}

@@ -377,3 +377,29 @@ fn bench_reports_the_step_breakdown() {
     assert!(r["fraction_of_peak"].as_f64().is_some(), "{r}");
     assert_eq!(r["steps"].as_u64(), Some(2));
 }
+
+/// `train.activation_checkpointing = true` trains through the recomputing backward: the same
+/// losses and validation as the plain path (scheduled sampling on, so predictions are fed back).
+#[test]
+fn activation_checkpointing_trains_like_the_plain_path() {
+    let dir = TempDir::new("ckpt-act");
+    let mut ov = tiny_overrides(3);
+    ov.push("optim.ss_ratio_start=0.5".into());
+    let plain = dir.path().join("plain");
+    let out = run(&mut worker_alone(&plain, &ov));
+    assert_eq!(out.status.code(), Some(0), "worker: {}", texts(&out).1);
+    ov.push("train.activation_checkpointing=true".into());
+    let recomputed = dir.path().join("recomputed");
+    let out = run(&mut worker_alone(&recomputed, &ov));
+    assert_eq!(out.status.code(), Some(0), "worker: {}", texts(&out).1);
+    let (a, b) = (train_losses(&plain), train_losses(&recomputed));
+    assert_eq!(a.len(), 3);
+    for (step, la) in &a {
+        let lb = b[step];
+        assert!(
+            (la - lb).abs() <= 1e-5 * la.abs().max(1.0),
+            "step {step}: {la} vs {lb}"
+        );
+    }
+    assert!(a[&3] != a[&1], "training moved: {a:?}");
+}

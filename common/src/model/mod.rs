@@ -8,6 +8,7 @@
 //! | [`conv_tt_lstm_cell`] | Conv-TT-LSTM cell | `code/convlstmcell.py` `ConvTTLSTMCell` |
 //! | [`ttd_conv_lstm_cell`] | ConvLSTM with a classic tensor-train weight (paper §5) | — (Garipov et al. 2016) |
 //! | [`network`] | 4 × 3 layers, skips, 1×1 head, rollout, scheduled sampling | `code/convlstmnet.py` `ConvLSTMNet` |
+//! | [`recompute`] | activation checkpointing: backward by per-step recomputation | `code_opt/` `--use-checkpointing` |
 //! | [`init`] | PyTorch-default and Xavier initialisation | `nn.Conv*.reset_parameters`, `eval_paper/` |
 //! | [`io`] | safetensors export/import with reference names | `state_dict()` / `load_state_dict` |
 //! | [`summary`] | parameters, MACs, activation memory | spec §3.4–§3.6 |
@@ -48,6 +49,7 @@ pub mod cttd;
 pub mod init;
 pub mod io;
 pub mod network;
+pub mod recompute;
 pub mod state;
 pub mod summary;
 pub mod ttd_conv_lstm_cell;
@@ -65,6 +67,7 @@ pub use io::{export_safetensors, import_safetensors};
 pub use network::{
     layer_plan, scheduled_sampling_mask, Feedback, LayerSpec, MaskRng, Network, Rollout,
 };
+pub use recompute::backward_recomputed;
 pub use state::{CellState, NetState};
 pub use summary::{summarize, LayerSummary, ModelSummary};
 pub use ttd_conv_lstm_cell::{TtConv, TtdConvLstmCell, TtdConvLstmCellConfig};

@@ -415,7 +415,7 @@ impl Network {
         Ok(Tensor::stack(&outputs[first..], 1))
     }
 
-    fn check_rollout(&self, frames: &Tensor, r: &Rollout) -> Result<(i64, i64, i64)> {
+    pub(crate) fn check_rollout(&self, frames: &Tensor, r: &Rollout) -> Result<(i64, i64, i64)> {
         let size = frames.size();
         let [b, t, c, h, w] = size[..] else {
             return Err(Error::Shape(format!(

@@ -22,7 +22,9 @@ use std::time::{Duration, Instant};
 use convtt_common::checkpoint::{Manifest, RankState, FORMAT_VERSION};
 use convtt_common::config::ValidConfig;
 use convtt_common::metrics::FrameMetrics;
-use convtt_common::model::{scheduled_sampling_mask, MaskRng, Network, Rollout};
+use convtt_common::model::{
+    backward_recomputed, scheduled_sampling_mask, MaskRng, Network, Rollout,
+};
 use convtt_core::{AgentClient, WorkerDevice, WorkerEnv};
 use serde_json::json;
 use tch::{nn::VarStore, Device, Kind, Tensor};
@@ -183,6 +185,13 @@ pub fn loss(pred: &Tensor, target: &Tensor) -> Tensor {
     d.abs().mean(Kind::Float) + d.square().mean(Kind::Float)
 }
 
+/// One output frame's share of [`loss`] over `numel` elements in all: (Σ|d| + Σd²) / numel, so
+/// the shares of all frames sum to the loss (activation checkpointing back-propagates per step).
+pub fn step_loss(pred: &Tensor, target: &Tensor, numel: f64) -> Tensor {
+    let d = pred - target;
+    (d.abs().sum(Kind::Float) + d.square().sum(Kind::Float)) / numel
+}
+
 /// The seed of the scheduled-sampling mask of `step` on `rank`.
 fn mask_seed(seed: u64, step: u64, rank: usize) -> u64 {
     let mut r = MaskRng::new(seed ^ 0x5EED_0000_0000_0000);
@@ -246,11 +255,23 @@ pub fn train_step(
     };
     let steps_in = (input + future - 1) as i64;
     let rollout = Rollout::training(input, future, mask);
-    let out = net.forward(&clips.narrow(1, 0, steps_in), &rollout)?;
-    let l = loss(&out, &clips.narrow(1, 1, steps_in));
-    let forward = lap();
-    flat.zero_grad();
-    l.backward();
+    let (l, forward) = if cfg.train.activation_checkpointing {
+        // Forward and backward interleave: the whole recomputed pass counts as backward.
+        flat.zero_grad();
+        let target = clips.narrow(1, 1, steps_in).to_device(device);
+        let numel = target.numel() as f64;
+        let l = backward_recomputed(net, &clips.narrow(1, 0, steps_in), &rollout, |t, y| {
+            Some(step_loss(y, &target.select(1, t as i64), numel))
+        })?;
+        (l, 0.0)
+    } else {
+        let out = net.forward(&clips.narrow(1, 0, steps_in), &rollout)?;
+        let l = loss(&out, &clips.narrow(1, 1, steps_in));
+        let forward = lap();
+        flat.zero_grad();
+        l.backward();
+        (l, forward)
+    };
     let extra = Tensor::from_slice(&[l.double_value(&[]) as f32, f32::from(u8::from(stop))])
         .to_device(device);
     let mut buf = Tensor::cat(&[flat.flat_grad(), extra], 0);

@@ -54,6 +54,9 @@ pub struct TrainConfig {
     pub cudnn_benchmark: bool,
     /// Future-frame horizons `eval` reports by default.
     pub eval_horizons: Vec<usize>,
+    /// Activation checkpointing (the reference's `--use-checkpointing`): keep only the states
+    /// between time steps in the forward pass and recompute each step in backward.
+    pub activation_checkpointing: bool,
 }
 
 impl Default for TrainConfig {
@@ -70,6 +73,7 @@ impl Default for TrainConfig {
             threads: 0,
             cudnn_benchmark: true,
             eval_horizons: vec![10, 30],
+            activation_checkpointing: false,
         }
     }
 }

@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 mod error;
+pub mod lpips;
 pub mod metrics;
 pub mod model;
 

@@ -9,11 +9,15 @@
 //! - [`SsimPreset::Wang2004`]: Gaussian window 11×11, σ = 1.5, population covariance, L = 1, mean
 //!   with 5 pixels cropped (scikit-image's `gaussian_weights=True, data_range=1`).
 //!
+//! LPIPS (AlexNet, v0.1 heads; [`crate::lpips`]) is added per batch by
+//! [`FrameMetrics::add_lpips`] when weights are configured.
+//!
 //! Cropping `(win − 1)/2` pixels equals evaluating the filters only where the window fits, so
 //! both presets use "valid" convolutions and the border handling never matters.
 
 use tch::{Kind, Tensor};
 
+use crate::lpips::Lpips;
 use crate::{Error, Result};
 
 /// PSNR of a frame with zero error is infinite; it is reported as this value (dB) instead, so
@@ -116,6 +120,8 @@ pub struct FrameMetrics {
     pub ssim_paper: Vec<f64>,
     /// Σ over samples of SSIM, Wang 2004 preset, per frame.
     pub ssim_wang: Vec<f64>,
+    /// Σ over samples of LPIPS, per frame; empty unless computed ([`Self::add_lpips`]).
+    pub lpips: Vec<f64>,
 }
 
 impl FrameMetrics {
@@ -155,7 +161,33 @@ impl FrameMetrics {
             psnr: per_frame(&psnr.clamp_max(PSNR_CAP_DB)),
             ssim_paper: per_frame(&ssim_p),
             ssim_wang: per_frame(&ssim_w),
+            lpips: Vec::new(),
         })
+    }
+
+    /// Fills [`Self::lpips`] for the batch these metrics were computed from (`pred` clamped to
+    /// [0, 1] first, as for every metric).
+    ///
+    /// # Shapes
+    /// `[B, F, C, H, W] × [B, F, C, H, W]`, C = 1 or 3, H, W ≥ 31
+    pub fn add_lpips(&mut self, net: &Lpips, pred: &Tensor, truth: &Tensor) -> Result<()> {
+        let size = pred.size();
+        if size.len() != 5 || size != truth.size() {
+            return Err(Error::Shape(format!(
+                "LPIPS needs prediction and truth of one [B, F, C, H, W] shape, got {:?} and {:?}",
+                size,
+                truth.size()
+            )));
+        }
+        let (b, f) = (size[0], size[1]);
+        let frames = |t: &Tensor| t.reshape([b * f, size[2], size[3], size[4]]);
+        let d = net
+            .distance(&frames(&pred.clamp(0.0, 1.0)), &frames(truth))?
+            .to_kind(Kind::Double)
+            .reshape([b, f])
+            .sum_dim_intlist(0, false, Kind::Double);
+        self.lpips = Vec::<f64>::try_from(d.to_device(tch::Device::Cpu)).expect("f64 vector");
+        Ok(())
     }
 
     /// Adds another batch's (or rank's) sums. Frame counts must agree.
@@ -176,8 +208,9 @@ impl FrameMetrics {
         v
     }
 
-    /// Inverse of [`Self::to_flat`].
+    /// Inverse of [`Self::to_flat`] (LPIPS present when `v` holds seven per-frame vectors).
     pub fn from_flat(v: &[f64], frames: usize) -> Self {
+        let with_lpips = v.len() == 1 + 7 * frames;
         let part = |i: usize| v[1 + i * frames..1 + (i + 1) * frames].to_vec();
         FrameMetrics {
             samples: v[0].round() as u64,
@@ -187,10 +220,11 @@ impl FrameMetrics {
             psnr: part(3),
             ssim_paper: part(4),
             ssim_wang: part(5),
+            lpips: if with_lpips { part(6) } else { Vec::new() },
         }
     }
 
-    fn fields(&self) -> [&Vec<f64>; 6] {
+    fn fields(&self) -> [&Vec<f64>; 7] {
         [
             &self.mse,
             &self.sse,
@@ -198,10 +232,11 @@ impl FrameMetrics {
             &self.psnr,
             &self.ssim_paper,
             &self.ssim_wang,
+            &self.lpips,
         ]
     }
 
-    fn fields_mut(&mut self) -> [&mut Vec<f64>; 6] {
+    fn fields_mut(&mut self) -> [&mut Vec<f64>; 7] {
         [
             &mut self.mse,
             &mut self.sse,
@@ -209,6 +244,7 @@ impl FrameMetrics {
             &mut self.psnr,
             &mut self.ssim_paper,
             &mut self.ssim_wang,
+            &mut self.lpips,
         ]
     }
 

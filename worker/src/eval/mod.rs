@@ -19,7 +19,8 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use convtt_common::checkpoint::Manifest;
-use convtt_common::config::ValidConfig;
+use convtt_common::config::{LpipsPreset, ValidConfig};
+use convtt_common::lpips::Lpips;
 use convtt_common::metrics::FrameMetrics;
 use convtt_common::model::Network;
 use serde::{Deserialize, Serialize};
@@ -132,6 +133,9 @@ pub struct HorizonMetrics {
     pub ssim: f64,
     /// SSIM, Wang 2004 preset.
     pub ssim_wang2004: f64,
+    /// LPIPS (AlexNet v0.1), when `train.lpips_weights` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lpips: Option<f64>,
 }
 
 /// Per-frame means over the samples, frame 1 … F of the longest horizon.
@@ -151,6 +155,9 @@ pub struct PerFrame {
     pub ssim: Vec<f64>,
     /// SSIM, Wang 2004 preset.
     pub ssim_wang2004: Vec<f64>,
+    /// LPIPS, when computed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lpips: Option<Vec<f64>>,
 }
 
 /// The conventions the numbers follow, written into every report.
@@ -170,6 +177,9 @@ pub struct Conventions {
     pub ssim_wang2004: String,
     /// How per-frame values and horizon means are formed.
     pub averaging: String,
+    /// LPIPS: network, heads and the input convention (`train.lpips_preset`), or why absent.
+    #[serde(default)]
+    pub lpips: String,
 }
 
 impl Default for Conventions {
@@ -200,6 +210,27 @@ impl Default for Conventions {
                           a horizon: mean over its first F frames of one autoregressive rollout \
                           of the longest horizon",
             ),
+            lpips: s("not computed (set train.lpips_weights)"),
+        }
+    }
+}
+
+impl Conventions {
+    /// The conventions with LPIPS computed in `preset`.
+    pub fn with_lpips(preset: LpipsPreset) -> Self {
+        let how = match preset {
+            LpipsPreset::Reference => {
+                "preset reference: [0, 1] frames fed where LPIPS expects [−1, 1], as the \
+                 reference did (comparable with the paper's numbers)"
+            }
+            LpipsPreset::Corrected => "preset corrected: frames mapped to [−1, 1] (2x − 1) first",
+        };
+        Conventions {
+            lpips: format!(
+                "AlexNet, LPIPS v0.1 linear heads, gray frames repeated to RGB, raw value \
+                 (the paper's tables print ×10³); {how}"
+            ),
+            ..Self::default()
         }
     }
 }
@@ -245,6 +276,7 @@ impl PerFrame {
             psnr: m.psnr.clone(),
             ssim: m.ssim_paper.clone(),
             ssim_wang2004: m.ssim_wang.clone(),
+            lpips: (!m.lpips.is_empty()).then(|| m.lpips.clone()),
         }
     }
 
@@ -261,6 +293,7 @@ impl PerFrame {
             psnr: m(&self.psnr),
             ssim: m(&self.ssim),
             ssim_wang2004: m(&self.ssim_wang2004),
+            lpips: self.lpips.as_deref().map(m),
         }
     }
 }
@@ -274,10 +307,15 @@ impl EvalReport {
             "eval {} of {}: {} clips, checkpoint step {} ({})",
             self.split, self.dataset, self.samples, self.step, self.checkpoint
         );
-        let header = format!(
+        let with_lpips = self.per_frame.lpips.is_some();
+        let mut header = format!(
             "{:<10} {:>9} {:>10} {:>8} {:>7} {:>11} {:>14}",
             "", "MSE×10³", "SSE/frame", "MAE", "PSNR", "SSIM paper", "SSIM wang2004"
         );
+        if with_lpips {
+            header += &format!(" {:>9}", "LPIPS");
+        }
+        let lpips_cell = |v: Option<f64>| v.map_or_else(String::new, |v| format!(" {v:>9.5}"));
         let row = |label: String, v: [f64; 6]| {
             format!(
                 "{label:<10} {:>9.3} {:>10.2} {:>8.5} {:>7.3} {:>11.4} {:>14.4}",
@@ -288,7 +326,7 @@ impl EvalReport {
         for h in &self.horizons {
             let label = format!("{} → {}", h.input_frames, h.future_frames);
             let v = [h.mse_x1e3, h.sse, h.mae, h.psnr, h.ssim, h.ssim_wang2004];
-            let _ = writeln!(s, "{}", row(label, v));
+            let _ = writeln!(s, "{}{}", row(label, v), lpips_cell(h.lpips));
         }
         let _ = writeln!(s, "per frame");
         let p = &self.per_frame;
@@ -302,7 +340,8 @@ impl EvalReport {
                 p.ssim[i],
                 p.ssim_wang2004[i],
             ];
-            let _ = writeln!(s, "{}", row(label, v));
+            let l = p.lpips.as_ref().map(|l| l[i]);
+            let _ = writeln!(s, "{}{}", row(label, v), lpips_cell(l));
         }
         s
     }
@@ -353,7 +392,20 @@ pub fn evaluate(
             at.world
         )));
     }
-    let v = train::validate(&loaded.net, &loader, ctx.coll.as_mut(), input, future)?;
+    let lpips = if cfg.train.lpips_weights.is_empty() {
+        None
+    } else {
+        let path = Path::new(&cfg.train.lpips_weights);
+        Some(Lpips::load(path, cfg.train.lpips_preset, ctx.device)?)
+    };
+    let v = train::validate_with(
+        &loaded.net,
+        &loader,
+        ctx.coll.as_mut(),
+        input,
+        future,
+        lpips.as_ref(),
+    )?;
     let per_frame = PerFrame::from_means(&v.frames);
     Ok(EvalReport {
         kind: "eval".into(),
@@ -371,7 +423,9 @@ pub fn evaluate(
             .map(|&h| per_frame.horizon(input, h))
             .collect(),
         per_frame,
-        conventions: Conventions::default(),
+        conventions: lpips.as_ref().map_or_else(Conventions::default, |l| {
+            Conventions::with_lpips(l.preset())
+        }),
     })
 }
 
@@ -401,6 +455,7 @@ pub fn run_eval(args: &EvalArgs) -> Result<()> {
         "kind": "eval", "step": report.step, "split": report.split,
         "checkpoint": report.checkpoint, "samples": report.samples, "loss": report.loss,
         "horizons": report.horizons, "per_frame": report.per_frame,
+        "lpips": report.conventions.lpips,
     }));
     tracing::info!("wrote {}", path.display());
     Ok(())

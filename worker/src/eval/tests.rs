@@ -347,3 +347,42 @@ fn checkpoint_paths_imply_their_run_directory() {
     a.run_dir = Some("/given".into());
     assert_eq!(implied_run_dir(&a), Some(PathBuf::from("/given")));
 }
+
+#[test]
+fn eval_reports_lpips_per_frame_and_horizon_with_its_preset() {
+    let dir = tempfile::tempdir().unwrap();
+    let weights = dir.path().join("lpips.safetensors");
+    convtt_common::lpips::write_random_weights(&weights, [4, 6, 5, 3, 2], 1).unwrap();
+    let set = format!("train.lpips_weights={}", weights.display());
+    let mut values = Vec::new();
+    for preset in ["reference", "corrected"] {
+        let mut c = ctx(&[&set, &format!("train.lpips_preset={preset}")]);
+        let r = evaluate(&mut c, &Resume::Auto, "test", &[2, 6], 0).unwrap();
+        let per_frame = r.per_frame.lpips.clone().expect("LPIPS per frame");
+        assert_eq!(per_frame.len(), 6);
+        assert!(
+            per_frame.iter().all(|v| v.is_finite() && *v > 0.0),
+            "{per_frame:?}"
+        );
+        let h2 = r.horizons[0].lpips.expect("LPIPS of the horizon");
+        assert!((h2 - (per_frame[0] + per_frame[1]) / 2.0).abs() < 1e-12);
+        assert!(r.conventions.lpips.contains(&format!("preset {preset}")));
+        assert!(r.table().contains("LPIPS"));
+        values.push(r.horizons[1].lpips.unwrap());
+    }
+    assert!(
+        (values[0] - values[1]).abs() > 1e-6,
+        "presets differ: {values:?}"
+    );
+    // Without weights there is no LPIPS and the report says why.
+    let r = evaluate(&mut ctx(&[]), &Resume::Auto, "test", &[2], 0).unwrap();
+    assert!(r.per_frame.lpips.is_none() && r.horizons[0].lpips.is_none());
+    assert!(r.conventions.lpips.contains("not computed"));
+    // A missing weights file is an error naming it.
+    let missing = format!(
+        "train.lpips_weights={}",
+        dir.path().join("nope.safetensors").display()
+    );
+    let e = evaluate(&mut ctx(&[&missing]), &Resume::Auto, "test", &[2], 0).unwrap_err();
+    assert!(e.to_string().contains("nope.safetensors"), "{e}");
+}

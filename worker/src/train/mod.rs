@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use convtt_common::checkpoint::{Manifest, RankState, FORMAT_VERSION};
 use convtt_common::config::ValidConfig;
+use convtt_common::lpips::Lpips;
 use convtt_common::metrics::FrameMetrics;
 use convtt_common::model::{
     backward_recomputed, scheduled_sampling_mask, MaskRng, Network, Rollout,
@@ -330,6 +331,18 @@ pub fn validate(
     input: usize,
     future: usize,
 ) -> Result<Validation> {
+    validate_with(net, loader, coll, input, future, None)
+}
+
+/// [`validate`], with LPIPS per frame when `lpips` is given (`eval`).
+pub fn validate_with(
+    net: &Network,
+    loader: &Loader,
+    coll: &mut dyn Collective,
+    input: usize,
+    future: usize,
+    lpips: Option<&Lpips>,
+) -> Result<Validation> {
     let mut sums: Option<FrameMetrics> = None;
     let mut loss_sum = 0.0;
     tch::no_grad(|| -> Result<()> {
@@ -342,7 +355,10 @@ pub fn validate(
             loss_sum += loss(&out, &target).double_value(&[]) * b;
             let pred = out.narrow(1, input as i64 - 1, future as i64);
             let truth = clips.narrow(1, input as i64, future as i64);
-            let m = FrameMetrics::compute(&pred, &truth)?;
+            let mut m = FrameMetrics::compute(&pred, &truth)?;
+            if let Some(l) = lpips {
+                m.add_lpips(l, &pred, &truth)?;
+            }
             match &mut sums {
                 Some(s) => s.add(&m),
                 None => sums = Some(m),
@@ -350,9 +366,10 @@ pub fn validate(
         }
         Ok(())
     })?;
-    let mut flat = sums
-        .as_ref()
-        .map_or_else(|| vec![0.0; 1 + 6 * future], FrameMetrics::to_flat);
+    let mut flat = sums.as_ref().map_or_else(
+        || vec![0.0; 1 + (6 + usize::from(lpips.is_some())) * future],
+        FrameMetrics::to_flat,
+    );
     flat.push(loss_sum);
     coll.all_reduce_sum_f64(&mut flat)?;
     let loss_total = flat.pop().unwrap_or(0.0);

@@ -34,7 +34,7 @@ pub use launch::LaunchConfig;
 pub use model::{prime_factors, tt_factors, CellKind, InitScheme, ModelConfig};
 pub use optim::{OptimConfig, Schedule};
 pub use sweep::SweepConfig;
-pub use train::{DeviceKind, Precision, TrainConfig};
+pub use train::{DeviceKind, LpipsPreset, Precision, TrainConfig};
 
 use crate::error::{Error, Result};
 

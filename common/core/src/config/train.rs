@@ -28,6 +28,16 @@ pub enum Precision {
     Fp16,
 }
 
+/// Input convention of the LPIPS metric (reference spec §6.5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LpipsPreset {
+    /// As the reference: [0, 1] frames fed where LPIPS expects [−1, 1] (matches its numbers).
+    Reference,
+    /// Frames mapped to [−1, 1] (2x − 1) first, as LPIPS intends.
+    Corrected,
+}
+
 /// `[train]` section.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -57,6 +67,11 @@ pub struct TrainConfig {
     /// Activation checkpointing (the reference's `--use-checkpointing`): keep only the states
     /// between time steps in the forward pass and recompute each step in backward.
     pub activation_checkpointing: bool,
+    /// LPIPS weights (one safetensors file, README "LPIPS weights"); empty: no LPIPS. Relative
+    /// to the working directory.
+    pub lpips_weights: String,
+    /// LPIPS input convention.
+    pub lpips_preset: LpipsPreset,
 }
 
 impl Default for TrainConfig {
@@ -74,6 +89,8 @@ impl Default for TrainConfig {
             cudnn_benchmark: true,
             eval_horizons: vec![10, 30],
             activation_checkpointing: false,
+            lpips_weights: String::new(),
+            lpips_preset: LpipsPreset::Reference,
         }
     }
 }

@@ -201,6 +201,8 @@ fn every_preset_passes_check_and_model_info() {
     for (name, params) in [
         ("mmnist", 2_687_281),
         ("mmnist-convlstm", 3_973_201),
+        ("kth", 2_687_281),
+        ("kth-convlstm", 3_973_201),
         ("mmnist-convlstm-ttd", 2_679_393),
         ("ablation-tt-1x1", 2_005_297),
         ("ablation-order1", 2_648_497),

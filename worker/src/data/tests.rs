@@ -636,3 +636,82 @@ fn cuda_batches_equal_cpu_batches() {
         "CUDA batches differ from CPU"
     );
 }
+
+/// `import-frames --preset kth`: persons 1–16 → train, 17–25 → test (others dropped), gray,
+/// 128×128 from a centre crop, 50-frame clips every 20 frames (train) / 50 (test), kind kth.
+#[test]
+fn kth_preset_splits_by_person_with_the_protocol_clips() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("kth");
+    // 160×120-shaped (16×12) RGB frames; a video's gray level encodes its person number, and
+    // the 2-pixel side bands that the centre crop removes are white.
+    for (person, frames) in [(1, 90), (16, 60), (17, 120), (25, 60), (26, 60)] {
+        let d = root
+            .join("walking")
+            .join(format!("person{person:02}_walking_d1_uncomp"));
+        std::fs::create_dir_all(&d).unwrap();
+        for f in 0..frames {
+            let px: Vec<u8> = (0..12 * 16)
+                .flat_map(|i| {
+                    let x = i % 16;
+                    let v = if !(2..14).contains(&x) {
+                        255
+                    } else {
+                        person as u8 * 8
+                    };
+                    [v, v, v]
+                })
+                .collect();
+            let w = std::io::BufWriter::new(
+                std::fs::File::create(d.join(format!("image_{:04}.png", f + 1))).unwrap(),
+            );
+            let mut enc = png::Encoder::new(w, 16, 12);
+            enc.set_color(png::ColorType::Rgb);
+            enc.write_header().unwrap().write_image_data(&px).unwrap();
+        }
+    }
+    let out = tmp.path().join("kth-ds");
+    data(&[
+        "import-frames",
+        root.to_str().unwrap(),
+        "--preset",
+        "kth",
+        "--out",
+        out.to_str().unwrap(),
+    ])
+    .unwrap();
+    let ds = Dataset::open(&out).unwrap();
+    assert_eq!(ds.manifest().clip_shape, [50, 1, 128, 128]);
+    assert_eq!(ds.manifest().kind.as_str(), "kth");
+    // train: person 1 (90 frames: starts 0, 20, 40) + person 16 (60: start 0); test: person 17
+    // (120: starts 0, 50) + person 25 (60: start 0); person 26 is in neither.
+    let (train, test) = (ds.split("train").unwrap(), ds.split("test").unwrap());
+    assert_eq!((train.len(), test.len()), (4, 3));
+    let mut clip = vec![0u8; 50 * 128 * 128];
+    for (split, i, person) in [
+        (&train, 0, 1u8),
+        (&train, 3, 16),
+        (&test, 1, 17),
+        (&test, 2, 25),
+    ] {
+        split.reader().read_clip(i, &mut clip).unwrap();
+        assert!(
+            clip.iter().all(|&v| v == person * 8),
+            "clip {i}: the crop keeps only the centre"
+        );
+    }
+    // The preset fixes size and clips: mixing it with --size is a usage error.
+    let e = DataCli::try_parse_from([
+        "convtt-data",
+        "import-frames",
+        root.to_str().unwrap(),
+        "--preset",
+        "kth",
+        "--size",
+        "64",
+        "--out",
+        "x",
+    ])
+    .unwrap_err();
+    assert_eq!(e.kind(), clap::error::ErrorKind::ArgumentConflict);
+}

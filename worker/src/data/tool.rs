@@ -197,7 +197,29 @@ pub struct ImportFramesArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub out: OutArgs,
+    /// A dataset protocol that sets the split, size, channels and clips itself: `kth` (one input
+    /// folder holding the KTH action folders; persons 1–16 → train, 17–25 → test, gray,
+    /// 160×120 centre-cropped to 120×120 and resized to 128×128, clips of 50 frames every 20
+    /// frames in train and every 50 in test).
+    #[arg(long, value_parser = parse_preset, conflicts_with_all = ["size", "grayscale", "rgb", "fit", "clip_length", "stride", "split", "fractions"])]
+    pub preset: Option<FramesPreset>,
 }
+
+/// A fixed import protocol of `import-frames`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FramesPreset {
+    /// KTH actions as in the paper's line of work (spec §5.2, §6.6; research field notes §3).
+    Kth,
+}
+
+/// The KTH preset: (split, persons, stride); clip length, size and channels in
+/// [`KTH_CLIP_LENGTH`], [`KTH_SIZE`].
+pub const KTH_SPLITS: [(&str, std::ops::RangeInclusive<u32>, usize); 2] =
+    [("train", 1..=16, 20), ("test", 17..=25, 50)];
+/// Frames per KTH clip: 10 input + 40 future frames, the longest protocol (10 → 40).
+pub const KTH_CLIP_LENGTH: usize = 50;
+/// KTH frame size after the centre crop to 120×120 (spec §6.6: the released model runs at 128).
+pub const KTH_SIZE: usize = 128;
 
 /// `preview` arguments.
 #[derive(Debug, Args)]
@@ -249,6 +271,13 @@ fn parse_scale(s: &str) -> std::result::Result<Scale, String> {
         "unit" => Ok(Scale::Unit),
         "byte" => Ok(Scale::Byte),
         _ => Err(format!("unknown scale {s:?} (auto, unit or byte)")),
+    }
+}
+
+fn parse_preset(s: &str) -> std::result::Result<FramesPreset, String> {
+    match s {
+        "kth" => Ok(FramesPreset::Kth),
+        _ => Err(format!("unknown preset {s:?} (kth)")),
     }
 }
 
@@ -551,14 +580,48 @@ fn import_frames(a: ImportFramesArgs) -> Result<()> {
             "--size, --clip-length and --stride must be at least 1".into(),
         ));
     }
+    let kth = a.preset == Some(FramesPreset::Kth);
     let channels = if a.rgb { 3 } else { 1 };
-    let stride = a.stride.unwrap_or(a.clip_length);
+    let (size, fit, clip_length) = if kth {
+        (KTH_SIZE, Fit::Crop, KTH_CLIP_LENGTH)
+    } else {
+        (a.size, a.fit, a.clip_length)
+    };
+    let stride = a.stride.unwrap_or(clip_length);
     let inputs = parse_inputs(&a.inputs)?;
     let mut plan = Vec::new();
     let mut source = BTreeMap::new();
     let mut scanned = Vec::new();
-    for (k, (s, p)) in inputs.iter().enumerate() {
-        let f = FrameFolders::scan(p, a.clip_length, stride)?;
+    if kth {
+        let [(None, root)] = &inputs[..] else {
+            return Err(Error::Usage(
+                "--preset kth takes one input folder (the one holding boxing/, walking/, …), \
+                 not SPLIT=DIR"
+                    .into(),
+            ));
+        };
+        for (name, persons, stride) in KTH_SPLITS {
+            let mut f = FrameFolders::scan(root, clip_length, stride)?;
+            f.retain_persons(root, &persons)?;
+            tracing::info!(
+                "{}: {name}: persons {}–{}: {} videos, {} clips",
+                root.display(),
+                persons.start(),
+                persons.end(),
+                f.videos.len(),
+                f.clips.len()
+            );
+            plan.push((name.to_owned(), scanned.len(), 0, f.clips.len()));
+            scanned.push(f);
+        }
+        source.insert("input0".into(), root.display().to_string());
+        source.insert(
+            "protocol".into(),
+            "kth: persons 1-16 train (stride 20), 17-25 test (stride 50)".into(),
+        );
+    }
+    for (k, (s, p)) in inputs.iter().enumerate().filter(|_| !kth) {
+        let f = FrameFolders::scan(p, clip_length, stride)?;
         tracing::info!(
             "{}: {} videos, {} clips",
             p.display(),
@@ -575,15 +638,20 @@ fn import_frames(a: ImportFramesArgs) -> Result<()> {
     source.insert(
         "frames".into(),
         format!(
-            "clip_length {}, stride {stride}, {} to {}x{}, {}",
-            a.clip_length,
-            if a.fit == Fit::Crop {
+            "clip_length {}, stride {}, {} to {}x{}, {}",
+            clip_length,
+            if kth {
+                "per split".to_owned()
+            } else {
+                stride.to_string()
+            },
+            if fit == Fit::Crop {
                 "centre crop"
             } else {
                 "stretch"
             },
-            a.size,
-            a.size,
+            size,
+            size,
             if channels == 1 {
                 "gray (mean of RGB)"
             } else {
@@ -593,12 +661,16 @@ fn import_frames(a: ImportFramesArgs) -> Result<()> {
     );
     let spec = DatasetSpec {
         name: dataset_name(&a.out),
-        kind: a.splits.kind.unwrap_or(DatasetKind::Frames),
-        clip_shape: [a.clip_length, channels, a.size, a.size],
+        kind: a.splits.kind.unwrap_or(if kth {
+            DatasetKind::Kth
+        } else {
+            DatasetKind::Frames
+        }),
+        clip_shape: [clip_length, channels, size, size],
         description: "imported from PNG frame folders".into(),
         source,
     };
-    let frame_len = channels * a.size * a.size;
+    let frame_len = channels * size * size;
     let mut w = DatasetWriter::create(&a.out.out, spec, a.out.shard_clips, a.out.force)?;
     for (name, k, first, n) in plan {
         let f = &scanned[k];
@@ -615,7 +687,7 @@ fn import_frames(a: ImportFramesArgs) -> Result<()> {
                     std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
                     std::collections::btree_map::Entry::Vacant(e) => {
                         let img = frames::decode_png(&f.videos[v].1[idx])?;
-                        e.insert(frames::to_clip_frame(&img, channels, a.size, a.fit))
+                        e.insert(frames::to_clip_frame(&img, channels, size, fit))
                     }
                 };
                 buf[t * frame_len..(t + 1) * frame_len].copy_from_slice(frame);

@@ -195,6 +195,66 @@ impl FrameFolders {
     }
 }
 
+/// The person number of a KTH video folder (`person07_walking_d1_uncomp` → 7): the digits after
+/// the first `person` (any case) in the folder name.
+pub fn person_of(video: &Path) -> Option<u32> {
+    let name = video.file_name()?.to_string_lossy().to_ascii_lowercase();
+    let rest = &name[name.find("person")? + "person".len()..];
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+impl FrameFolders {
+    /// Keeps only the videos of `persons` (by [`person_of`]) and their clips.
+    ///
+    /// # Errors
+    /// [`Error::Data`] naming a video folder without a person number, or when no video is left.
+    pub fn retain_persons(
+        &mut self,
+        root: &Path,
+        persons: &std::ops::RangeInclusive<u32>,
+    ) -> Result<()> {
+        let mut keep = Vec::with_capacity(self.videos.len());
+        for (dir, _) in &self.videos {
+            let Some(p) = person_of(dir) else {
+                return Err(Error::Data {
+                    path: dir.clone(),
+                    msg: "no person number in the folder name (KTH folders are named \
+                          personNN_<action>_dK_uncomp)"
+                        .into(),
+                });
+            };
+            keep.push(persons.contains(&p));
+        }
+        let mut new_index = vec![usize::MAX; self.videos.len()];
+        let mut videos = Vec::new();
+        for (v, video) in std::mem::take(&mut self.videos).into_iter().enumerate() {
+            if keep[v] {
+                new_index[v] = videos.len();
+                videos.push(video);
+            }
+        }
+        self.clips = self
+            .clips
+            .iter()
+            .filter(|(v, _)| keep[*v])
+            .map(|&(v, s)| (new_index[v], s))
+            .collect();
+        if videos.is_empty() {
+            return Err(Error::Data {
+                path: root.to_owned(),
+                msg: format!(
+                    "no video of persons {}–{} found",
+                    persons.start(),
+                    persons.end()
+                ),
+            });
+        }
+        self.videos = videos;
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -230,5 +290,13 @@ mod tests {
             to_clip_frame(&img, 1, 2, Fit::Stretch),
             vec![0, 255, 0, 255]
         );
+    }
+
+    #[test]
+    fn person_numbers_come_from_the_folder_name() {
+        let p = |s: &str| person_of(Path::new(s));
+        assert_eq!(p("kth/walking/person07_walking_d1_uncomp"), Some(7));
+        assert_eq!(p("x/Person25_boxing_d4"), Some(25));
+        assert_eq!(p("x/walking"), None);
     }
 }

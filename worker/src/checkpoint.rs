@@ -214,6 +214,13 @@ pub fn check_model(
     if m.model_hash == cfg.model_hash() {
         return Ok(());
     }
+    // A checkpoint written before keys were added to `[model]` lacks them (so its hash differs):
+    // with those keys at their defaults it may describe exactly the configured model.
+    let stored: Option<convtt_common::config::ModelConfig> =
+        toml::Value::Table(m.model.clone()).try_into().ok();
+    if stored.as_ref() == Some(&cfg.model) {
+        return Ok(());
+    }
     let current = toml::Table::try_from(&cfg.model).expect("model config serialises");
     Err(Error::Usage(format!(
         "{}: the checkpoint was written by a different model; refusing to {action}:\n  {}",
@@ -437,5 +444,24 @@ mod tests {
         remove_stale_tmp(&root);
         assert!(!tmp.exists());
         std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    /// A checkpoint whose `[model]` predates keys added later (absent there, default here) is
+    /// the same model; a real difference is still refused naming the key.
+    #[test]
+    fn checkpoints_without_later_model_keys_are_the_same_model() {
+        let cfg = convtt_common::config::parse("", None, &[] as &[&str]).unwrap();
+        let mut old = toml::Table::try_from(&cfg.model).unwrap();
+        for k in ["tt_filter_size", "ttd_order", "ttd_ranks"] {
+            assert!(old.remove(k).is_some(), "{k}");
+        }
+        let mut m = manifest(1, 1, 1, 0.0);
+        m.model = old.clone();
+        m.model_hash = "written-before-the-new-keys".into();
+        check_model(&cfg, Path::new("ckpt"), &m, "resume").unwrap();
+        old.insert("rank".into(), toml::Value::Integer(4));
+        m.model = old;
+        let e = check_model(&cfg, Path::new("ckpt"), &m, "resume").unwrap_err();
+        assert!(e.to_string().contains("model.rank: 4 → 8"), "{e}");
     }
 }

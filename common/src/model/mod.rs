@@ -54,7 +54,7 @@ mod golden;
 #[cfg(test)]
 mod testing;
 
-pub use conv::{to_conv2d_layout, to_conv3d_layout, Conv};
+pub use conv::{to_conv2d_layout, to_conv3d_layout, Conv, ConvPrecision};
 pub use conv_lstm_cell::{ConvLstmCell, ConvLstmCellConfig};
 pub use conv_tt_lstm_cell::{ConvTtLstmCell, ConvTtLstmCellConfig};
 pub use cttd::Cttd;

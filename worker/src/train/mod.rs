@@ -13,6 +13,9 @@
 pub mod optim;
 pub mod schedule;
 
+#[cfg(all(test, feature = "gpu-tests"))]
+mod gpu_tests;
+
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,9 +23,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use convtt_common::checkpoint::{Manifest, RankState, FORMAT_VERSION};
-use convtt_common::config::ValidConfig;
+use convtt_common::config::{Precision, ValidConfig};
 use convtt_common::metrics::FrameMetrics;
-use convtt_common::model::{scheduled_sampling_mask, MaskRng, Network, Rollout};
+use convtt_common::model::{scheduled_sampling_mask, ConvPrecision, MaskRng, Network, Rollout};
 use convtt_core::{AgentClient, WorkerDevice, WorkerEnv};
 use serde_json::json;
 use tch::{nn::VarStore, Device, Kind, Tensor};
@@ -31,7 +34,7 @@ use crate::checkpoint::{self as ckpt, Resume};
 use crate::data::{self, Loader, Placement};
 use crate::dist::{parameter_drift, Agent, Collective, Nccl, Single};
 use crate::error::{Error, Result};
-use optim::FlatParams;
+use optim::{FlatParams, LossScaler};
 use schedule::Schedules;
 
 /// What `train` was asked to do.
@@ -63,6 +66,8 @@ pub struct Context {
     pub preempt: Arc<AtomicBool>,
     /// Set by the launcher's preempt message (the agent client's flag), when launched.
     agent_preempt: Option<Arc<AtomicBool>>,
+    /// Dynamic loss scaling (`train.precision = "fp16"` only).
+    pub scaler: Option<LossScaler>,
 }
 
 impl Context {
@@ -75,12 +80,15 @@ impl Context {
             .or_else(|| env.as_ref().map(|e| e.run_dir.clone()))
             .unwrap_or_else(|| PathBuf::from(cfg.launch.resolved_run_dir()));
         let device = pick_device(&cfg, env.as_ref())?;
-        if cfg.train.precision != convtt_common::config::Precision::F32 {
-            return Err(Error::Unavailable(format!(
-                "train.precision = {:?}: mixed precision is not implemented yet; use \"f32\"",
-                cfg.train.precision
-            )));
+        let fp16 = cfg.train.precision == Precision::Fp16;
+        if fp16 && !device.is_cuda() {
+            return Err(Error::Unavailable(
+                "train.precision = \"fp16\" on CPU: libtorch's f16 convolutions on CPU are \
+                 about 100x slower than f32; use \"bf16\" (or \"f32\") on CPU"
+                    .into(),
+            ));
         }
+        let scaler = fp16.then(LossScaler::default);
         if device.is_cuda() {
             tch::Cuda::cudnn_set_benchmark(cfg.train.cudnn_benchmark);
         }
@@ -112,6 +120,7 @@ impl Context {
             coll,
             preempt,
             agent_preempt,
+            scaler,
         })
     }
 
@@ -250,7 +259,10 @@ pub fn train_step(
     let l = loss(&out, &clips.narrow(1, 1, steps_in));
     let forward = lap();
     flat.zero_grad();
-    l.backward();
+    match &ctx.scaler {
+        Some(sc) => (&l * sc.scale).backward(),
+        None => l.backward(),
+    }
     let extra = Tensor::from_slice(&[l.double_value(&[]) as f32, f32::from(u8::from(stop))])
         .to_device(device);
     let mut buf = Tensor::cat(&[flat.flat_grad(), extra], 0);
@@ -260,10 +272,16 @@ pub fn train_step(
     let n = flat.numel();
     let mut grad = buf.narrow(0, 0, n);
     let tail = Vec::<f32>::try_from(buf.narrow(0, n, 2).to_device(Device::Cpu))?;
-    if cfg.optim.gradient_clipping {
-        FlatParams::clip(&mut grad, cfg.optim.clipping_threshold);
+    // Under fp16 a gradient that overflowed is dropped (the scale halves instead).
+    let finite = ctx.scaler.as_mut().is_none_or(|sc| sc.unscale(&mut grad));
+    if finite {
+        if cfg.optim.gradient_clipping {
+            FlatParams::clip(&mut grad, cfg.optim.clipping_threshold);
+        }
+        flat.adam_step(&grad, lr, &cfg.optim);
+    } else {
+        tracing::warn!("fp16 gradient overflow: step skipped, loss scale lowered");
     }
-    flat.adam_step(&grad, lr, &cfg.optim);
     let optimizer = lap();
     if let Some(t) = times {
         t.forward += forward;
@@ -420,11 +438,22 @@ fn train(ctx: &mut Context, resume: &Resume) -> Result<()> {
     let net = Network::new(&vs.root(), &cfg.model);
     let mut flat = FlatParams::new(&vs);
     ctx.coll.broadcast(&mut flat.params)?;
+    // Convolutions on this (the training) thread compute in `train.precision`.
+    let _precision = ConvPrecision::for_config(cfg.train.precision);
 
     let mut sched = Schedules::new(&cfg.optim);
     let mut cur = Cursor::default();
     if let Some((dir, m)) = ckpt::resolve(&ckpt_root, resume)? {
         restore(&cfg, &dir, &m, &mut flat, &mut sched, &mut cur)?;
+        if let (Some(sc), Some(v)) = (ctx.scaler.as_mut(), m.state.get("loss_scale")) {
+            *sc = v
+                .clone()
+                .try_into()
+                .map_err(|e: toml::de::Error| Error::Data {
+                    path: dir.join(convtt_common::checkpoint::MANIFEST),
+                    msg: format!("bad loss_scale state: {}", e.message()),
+                })?;
+        }
         tracing::info!(step = cur.step, "resumed from {}", dir.display());
     }
 
@@ -695,6 +724,12 @@ fn begin_save(
             "schedules".into(),
             toml::Value::try_from(sched).expect("schedules serialise"),
         );
+        if let Some(sc) = &ctx.scaler {
+            state.insert(
+                "loss_scale".into(),
+                toml::Value::try_from(sc).expect("the loss scaler serialises"),
+            );
+        }
         Manifest {
             format_version: FORMAT_VERSION,
             step: cur.step,

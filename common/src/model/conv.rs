@@ -7,62 +7,10 @@
 //! equivalent 2-D convolution over the S states concatenated along channels (oldest first),
 //! with the weight permuted as in spec §2.4: `W2[o, s·Ch + c, y, x] = W3[o, c, y, x, s]`.
 
-use std::cell::Cell;
+use tch::{nn, Tensor};
 
-use tch::{nn, Kind, Tensor};
-
+use super::compute::ComputeMode;
 use super::init::{bias_init, weight_init, InitScheme};
-
-thread_local! {
-    /// The dtype convolutions compute in on this thread (None: the inputs' own).
-    static CONV_KIND: Cell<Option<Kind>> = const { Cell::new(None) };
-}
-
-/// Mixed precision for this thread's convolutions, until the guard is dropped.
-///
-/// While a guard for `Some(kind)` is alive, [`Conv::forward`] casts its input, weight and bias to
-/// `kind` (bf16 or f16), convolves in that dtype and casts the result back to the input's dtype.
-/// Everything else — gates, cell update, skips, loss, and the f32 master weights that gradients
-/// flow back to through the casts — stays f32. This is the policy of PyTorch's autocast for
-/// `conv2d` (which tch cannot switch to bf16), applied to the operations that carry nearly all
-/// of the model's FLOPs, on CPU and CUDA alike. Guards nest; dropping one restores the previous
-/// setting.
-#[must_use = "the setting lasts as long as the guard"]
-#[derive(Debug)]
-pub struct ConvPrecision {
-    previous: Option<Kind>,
-}
-
-impl ConvPrecision {
-    /// Convolutions on this thread compute in `kind` (None: full precision) until the guard
-    /// is dropped.
-    pub fn enter(kind: Option<Kind>) -> Self {
-        Self {
-            previous: CONV_KIND.with(|c| c.replace(kind)),
-        }
-    }
-
-    /// The guard for `train.precision`: bf16, f16, or full precision for `f32`.
-    pub fn for_config(p: crate::config::Precision) -> Self {
-        use crate::config::Precision;
-        Self::enter(match p {
-            Precision::F32 => None,
-            Precision::Bf16 => Some(Kind::BFloat16),
-            Precision::Fp16 => Some(Kind::Half),
-        })
-    }
-
-    /// The dtype this thread's convolutions compute in now, if reduced.
-    pub fn current() -> Option<Kind> {
-        CONV_KIND.with(Cell::get)
-    }
-}
-
-impl Drop for ConvPrecision {
-    fn drop(&mut self) {
-        CONV_KIND.with(|c| c.set(self.previous));
-    }
-}
 
 /// Convolution parameters plus the padding rule.
 #[derive(Debug)]
@@ -97,13 +45,13 @@ impl Conv {
     /// `[B, in, H, W] -> [B, out, H, W]`, where `in` is `S·Ch` for a 5-D weight (the window
     /// states concatenated along channels, oldest first).
     ///
-    /// Computes in the dtype a live [`ConvPrecision`] guard sets, returning `x`'s dtype.
+    /// Computes in [`ComputeMode::conv_kind`] when set, returning `x`'s dtype.
     pub fn forward(&self, x: &Tensor) -> Tensor {
         let k = self.kernel();
         let conv = |x: &Tensor, w: &Tensor, b: &Tensor| {
             x.conv2d(w, Some(b), [1, 1], [k / 2, k / 2], [1, 1], 1)
         };
-        match ConvPrecision::current() {
+        match ComputeMode::current().conv_kind {
             Some(low) if low != x.kind() => conv(
                 &x.to_kind(low),
                 &self.weight_2d().to_kind(low),
@@ -147,7 +95,7 @@ pub fn to_conv3d_layout(w: &Tensor, window: i64) -> Tensor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tch::Device;
+    use tch::{Device, Kind};
 
     /// Under a bf16 guard a convolution returns f32 close to the f32 result (bf16 keeps 8 bits
     /// of mantissa), gradients reach the f32 weight, and dropping the guard restores f32.
@@ -162,16 +110,20 @@ mod tests {
         let x = Tensor::rand([2, 4, 8, 8], opts);
         let full = conv.forward(&x);
         let low = {
-            let _g = ConvPrecision::enter(Some(Kind::BFloat16));
-            assert_eq!(ConvPrecision::current(), Some(Kind::BFloat16));
+            let bf16 = ComputeMode {
+                conv_kind: Some(Kind::BFloat16),
+                ..ComputeMode::default()
+            };
+            let _g = bf16.enter();
+            assert_eq!(ComputeMode::current(), bf16);
             {
-                let _inner = ConvPrecision::enter(None);
-                assert_eq!(ConvPrecision::current(), None, "guards nest");
+                let _inner = ComputeMode::default().enter();
+                assert_eq!(ComputeMode::current().conv_kind, None, "guards nest");
             }
-            assert_eq!(ConvPrecision::current(), Some(Kind::BFloat16));
+            assert_eq!(ComputeMode::current(), bf16);
             conv.forward(&x)
         };
-        assert_eq!(ConvPrecision::current(), None);
+        assert_eq!(ComputeMode::current().conv_kind, None);
         assert_eq!(low.kind(), Kind::Float);
         let rel = ((&low - &full).norm() / full.norm()).double_value(&[]);
         assert!(rel > 0.0 && rel < 1e-2, "relative difference {rel}");

@@ -39,6 +39,7 @@
 //! # Ok::<(), convtt_common::Error>(())
 //! ```
 
+pub mod compute;
 mod conv;
 pub mod conv_lstm_cell;
 pub mod conv_tt_lstm_cell;
@@ -54,7 +55,8 @@ mod golden;
 #[cfg(test)]
 mod testing;
 
-pub use conv::{to_conv2d_layout, to_conv3d_layout, Conv, ConvPrecision};
+pub use compute::{ComputeGuard, ComputeMode};
+pub use conv::{to_conv2d_layout, to_conv3d_layout, Conv};
 pub use conv_lstm_cell::{ConvLstmCell, ConvLstmCellConfig};
 pub use conv_tt_lstm_cell::{ConvTtLstmCell, ConvTtLstmCellConfig};
 pub use cttd::Cttd;

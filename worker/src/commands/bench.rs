@@ -7,7 +7,7 @@
 
 use std::time::Instant;
 
-use convtt_common::model::{scheduled_sampling_mask, summarize, ConvPrecision, MaskRng, Network};
+use convtt_common::model::{scheduled_sampling_mask, summarize, ComputeMode, MaskRng, Network};
 use serde::Serialize;
 use tch::{nn::VarStore, Device};
 
@@ -104,7 +104,7 @@ pub fn measure(
     let net = Network::new(&vs.root(), &cfg.model);
     let mut flat = FlatParams::new(&vs);
     ctx.coll.broadcast(&mut flat.params)?;
-    let _precision = ConvPrecision::for_config(cfg.train.precision);
+    let _compute = ComputeMode::for_config(&cfg.train).enter();
     let loader = data::train_loader(
         &cfg.data,
         cfg.train.seed,

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use convtt_common::checkpoint::{Manifest, RankState, FORMAT_VERSION};
 use convtt_common::config::{Precision, ValidConfig};
 use convtt_common::metrics::FrameMetrics;
-use convtt_common::model::{scheduled_sampling_mask, ConvPrecision, MaskRng, Network, Rollout};
+use convtt_common::model::{scheduled_sampling_mask, ComputeMode, MaskRng, Network, Rollout};
 use convtt_core::{AgentClient, WorkerDevice, WorkerEnv};
 use serde_json::json;
 use tch::{nn::VarStore, Device, Kind, Tensor};
@@ -438,8 +438,8 @@ fn train(ctx: &mut Context, resume: &Resume) -> Result<()> {
     let net = Network::new(&vs.root(), &cfg.model);
     let mut flat = FlatParams::new(&vs);
     ctx.coll.broadcast(&mut flat.params)?;
-    // Convolutions on this (the training) thread compute in `train.precision`.
-    let _precision = ConvPrecision::for_config(cfg.train.precision);
+    // This (the training) thread computes as `train.precision` and `fused_cell_update` say.
+    let _compute = ComputeMode::for_config(&cfg.train).enter();
 
     let mut sched = Schedules::new(&cfg.optim);
     let mut cur = Cursor::default();

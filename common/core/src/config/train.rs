@@ -54,6 +54,8 @@ pub struct TrainConfig {
     pub cudnn_benchmark: bool,
     /// Future-frame horizons `eval` reports by default.
     pub eval_horizons: Vec<usize>,
+    /// The LSTM cell update in fewer element-wise kernels (same values up to rounding).
+    pub fused_cell_update: bool,
 }
 
 impl Default for TrainConfig {
@@ -70,6 +72,7 @@ impl Default for TrainConfig {
             threads: 0,
             cudnn_benchmark: true,
             eval_horizons: vec![10, 30],
+            fused_cell_update: true,
         }
     }
 }

@@ -20,3 +20,6 @@ mod data;
 
 /// `convtt-worker eval`, `predict`, `export` and `plot` after a 6-step training run.
 mod eval;
+
+/// Early activity recognition: labelled data → launch → checkpoint → eval, label errors.
+mod activity;

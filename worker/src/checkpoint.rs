@@ -214,7 +214,7 @@ pub fn check_model(
     if m.model_hash == cfg.model_hash() {
         return Ok(());
     }
-    let current = toml::Table::try_from(&cfg.model).expect("model config serialises");
+    let current = cfg.model_table();
     Err(Error::Usage(format!(
         "{}: the checkpoint was written by a different model; refusing to {action}:\n  {}",
         dir.display(),

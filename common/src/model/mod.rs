@@ -10,6 +10,7 @@
 //! | [`init`] | PyTorch-default and Xavier initialisation | `nn.Conv*.reset_parameters`, `eval_paper/` |
 //! | [`io`] | safetensors export/import with reference names | `state_dict()` / `load_state_dict` |
 //! | [`summary`] | parameters, MACs, activation memory | spec §3.4–§3.6 |
+//! | [`activity`] | encoder–decoder activity-recognition network and classifier (issue 9) | — (paper §4; no reference code) |
 //!
 //! Module tree → parameter path → reference name (tch joins path components with '.', so the
 //! var-store names ARE the reference keys):
@@ -39,6 +40,7 @@
 //! # Ok::<(), convtt_common::Error>(())
 //! ```
 
+pub mod activity;
 pub mod compute;
 mod conv;
 pub mod conv_lstm_cell;
@@ -55,6 +57,7 @@ mod golden;
 #[cfg(test)]
 mod testing;
 
+pub use activity::{cross_entropy, ActivityNetwork, ActivityOutput};
 pub use compute::{ComputeGuard, ComputeMode};
 pub use conv::{to_conv2d_layout, to_conv3d_layout, Conv};
 pub use conv_lstm_cell::{ConvLstmCell, ConvLstmCellConfig};

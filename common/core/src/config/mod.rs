@@ -12,6 +12,7 @@
 //! # Ok::<(), convtt_core::config::ConfigErrors>(())
 //! ```
 
+mod activity;
 mod checkpoint;
 mod data;
 mod issues;
@@ -27,6 +28,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+pub use activity::{input_frames_for, ActivityConfig};
 pub use checkpoint::{CheckpointConfig, MetricMode, RANKING_METRICS};
 pub use data::{DataConfig, DataSource};
 pub use issues::{ConfigErrors, ConfigIssue};
@@ -56,6 +58,8 @@ pub struct RunConfig {
     pub launch: LaunchConfig,
     /// `[sweep]`
     pub sweep: SweepConfig,
+    /// `[activity]` (early activity recognition; off by default)
+    pub activity: ActivityConfig,
 }
 
 /// A configuration that passed [`RunConfig::validate`]. Constructors may rely on it.
@@ -82,9 +86,33 @@ impl ValidConfig {
 
     /// SHA-256 (hex) of the `[model]` section: checkpoints record it, and resume refuses a
     /// checkpoint whose model differs.
+    ///
+    /// With `activity.enabled` the hash also covers the activity network's architecture keys
+    /// ([`ActivityConfig::architecture`]); otherwise it is the hash of `[model]` alone, so
+    /// configurations without `[activity]` keep their hashes.
     pub fn model_hash(&self) -> String {
-        let text = toml::to_string(&self.0.model).expect("a model config always serialises");
+        let mut text = toml::to_string(&self.0.model).expect("a model config always serialises");
+        if self.0.activity.enabled {
+            text.push_str("\n[activity]\n");
+            text.push_str(
+                &toml::to_string(&self.0.activity.architecture())
+                    .expect("activity architecture serialises"),
+            );
+        }
         hex(&Sha256::digest(text.as_bytes()))
+    }
+
+    /// The model as checkpoint manifests record it: `[model]`, plus an `activity` table of the
+    /// architecture keys when `activity.enabled`.
+    pub fn model_table(&self) -> toml::Table {
+        let mut t = toml::Table::try_from(&self.0.model).expect("model config serialises");
+        if self.0.activity.enabled {
+            t.insert(
+                "activity".into(),
+                toml::Value::Table(self.0.activity.architecture()),
+            );
+        }
+        t
     }
 }
 
@@ -103,6 +131,7 @@ impl RunConfig {
         self.checkpoint.validate(&mut errs);
         self.launch.validate(&mut errs);
         self.sweep.validate(&mut errs, &known_leaf_keys());
+        self.activity.validate(&mut errs);
         // Cross-section checks.
         let (workers, what) = if self.launch.gpus > 0 {
             (self.launch.gpus, "launch.gpus")
@@ -166,6 +195,7 @@ pub fn parse(
         checkpoint: typed_section("checkpoint", section("checkpoint"), &known, &mut errs),
         launch: typed_section("launch", section("launch"), &known, &mut errs),
         sweep: typed_section("sweep", section("sweep"), &known, &mut errs),
+        activity: typed_section("activity", section("activity"), &known, &mut errs),
     };
     match cfg.validate() {
         Ok(valid) if errs.is_empty() => Ok(valid),

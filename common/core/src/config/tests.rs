@@ -207,3 +207,68 @@ fn data_source_online_is_validated() {
     let found = issues("[data]\nsource = \"online\"\n", NONE);
     assert_eq!(found[0].path, "data.source", "{found:#?}");
 }
+
+#[test]
+fn activity_keys_hash_only_when_enabled_and_only_the_architecture() {
+    // The hash of a config without [activity] is the hash of [model] alone (as before the
+    // section existed), whatever the disabled section says.
+    let plain = parse("", None, NONE).unwrap();
+    let model_only = {
+        let text = toml::to_string(&plain.model).unwrap();
+        hex(&Sha256::digest(text.as_bytes()))
+    };
+    assert_eq!(plain.model_hash(), model_only);
+    let off = parse("[activity]\nhidden_channels = 7\n", None, NONE).unwrap();
+    assert_eq!(off.model_hash(), model_only);
+    assert!(!plain.model_table().contains_key("activity"));
+
+    let on = |extra: &[&str]| {
+        let mut o = vec!["activity.enabled=true", "activity.classes=4"];
+        o.extend_from_slice(extra);
+        parse("", None, &o).unwrap()
+    };
+    let base = on(&[]);
+    assert_ne!(base.model_hash(), model_only);
+    assert!(base.model_table()["activity"]
+        .as_table()
+        .unwrap()
+        .contains_key("recurrent_layers"));
+    // Training keys leave the hash alone; architecture keys change it.
+    assert_eq!(
+        on(&[
+            "activity.prediction_weight=0.5",
+            "activity.input_ratio=0.25"
+        ])
+        .model_hash(),
+        base.model_hash()
+    );
+    assert_ne!(on(&["activity.classes=5"]).model_hash(), base.model_hash());
+    assert_ne!(
+        on(&["activity.recurrent_layers=2"]).model_hash(),
+        base.model_hash()
+    );
+}
+
+#[test]
+fn activity_mistakes_name_their_keys() {
+    let got = issues(
+        "[activity]\nenabled = true\nencoder_channels = [8]\ninput_ratio = 1.5\neval_ratios = [0.5, 0]\nprediction_weight = -1\n",
+        NONE,
+    );
+    let keys: Vec<&str> = got.iter().map(|i| i.path.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "activity.classes",
+            "activity.encoder_channels",
+            "activity.prediction_weight",
+            "activity.input_ratio",
+            "activity.eval_ratios[1]"
+        ],
+        "{got:?}"
+    );
+    assert!(got[0].msg.contains("class list"), "{got:?}");
+    assert_eq!(input_frames_for(0.25, 20), 5);
+    assert_eq!(input_frames_for(0.5, 20), 10);
+    assert_eq!(input_frames_for(0.01, 20), 1);
+}

@@ -15,6 +15,8 @@ mod error;
 pub mod exit;
 pub mod fsutil;
 pub mod protocol;
+pub mod summary;
+pub mod sweep;
 pub mod telemetry;
 
 pub use env::{WorkerDevice, WorkerEnv};

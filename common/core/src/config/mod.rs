@@ -33,7 +33,7 @@ pub use issues::{ConfigErrors, ConfigIssue};
 pub use launch::LaunchConfig;
 pub use model::{CellKind, InitScheme, ModelConfig};
 pub use optim::{OptimConfig, Schedule};
-pub use sweep::SweepConfig;
+pub use sweep::{metric_mode, CmpOp, Constraint, Operand, SweepConfig};
 pub use train::{DeviceKind, Precision, TrainConfig};
 
 use crate::error::{Error, Result};

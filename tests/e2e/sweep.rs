@@ -190,7 +190,7 @@ fn an_interrupted_local_sweep_resumes_its_trial_from_the_checkpoint() {
     let at = latest_step(&run_dir).unwrap();
     assert!(at < 12, "interrupted before the end (step {at})");
 
-    let out = run(&mut sweep_cmd("run", &sweep, &ov).arg("--local"));
+    let out = run(sweep_cmd("run", &sweep, &ov).arg("--local"));
     assert_eq!(out.status.code(), Some(0), "{}", texts(&out).1);
     let status: toml::Table = std::fs::read_to_string(run_dir.join("status.toml"))
         .unwrap()

@@ -20,3 +20,9 @@ mod data;
 
 /// `convtt-worker eval`, `predict`, `export` and `plot` after a 6-step training run.
 mod eval;
+
+/// Early activity recognition: labelled data → launch → checkpoint → eval, label errors.
+mod activity;
+/// `convtt-launch sweep`: plan, local sweeps (report, plot, skip, failure marking, resume after
+/// an interruption) and a real single-node Slurm cluster running a job array and a training job.
+mod sweep;

@@ -214,14 +214,16 @@ pub fn check_model(
     if m.model_hash == cfg.model_hash() {
         return Ok(());
     }
+    let current = cfg.model_table();
     // A checkpoint written before keys were added to `[model]` lacks them (so its hash differs):
     // with those keys at their defaults it may describe exactly the configured model.
+    let mut stored = m.model.clone();
+    let stored_activity = stored.remove("activity");
     let stored: Option<convtt_common::config::ModelConfig> =
-        toml::Value::Table(m.model.clone()).try_into().ok();
-    if stored.as_ref() == Some(&cfg.model) {
+        toml::Value::Table(stored).try_into().ok();
+    if stored.as_ref() == Some(&cfg.model) && stored_activity.as_ref() == current.get("activity") {
         return Ok(());
     }
-    let current = toml::Table::try_from(&cfg.model).expect("model config serialises");
     Err(Error::Usage(format!(
         "{}: the checkpoint was written by a different model; refusing to {action}:\n  {}",
         dir.display(),

@@ -41,6 +41,9 @@ pub const FORMAT_VERSION: u32 = 1;
 pub const MANIFEST_FILE: &str = "dataset.toml";
 /// Name of the HDF5 dataset inside every shard.
 pub const CLIPS_DATASET: &str = "clips";
+/// Name of the optional per-clip label dataset (`i64 [n]`, indices into `classes`) of a
+/// labelled dataset's shards.
+pub const LABELS_DATASET: &str = "labels";
 /// The only stored element type.
 pub const DTYPE_U8: &str = "u8";
 
@@ -131,6 +134,14 @@ pub struct DatasetManifest {
     pub source: BTreeMap<String, String>,
     /// The splits by name.
     pub splits: BTreeMap<String, SplitManifest>,
+    /// Class names of a labelled dataset, in label order (label `k` is `classes[k]`); empty
+    /// for an unlabelled one. Every shard of a labelled dataset holds [`LABELS_DATASET`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub classes: Vec<String>,
+    /// Optional class → activity-group map (e.g. Something-Something's 41 classes into 10
+    /// groups) for per-group accuracy; classes not listed form their own group.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub groups: BTreeMap<String, String>,
 }
 
 impl DatasetManifest {
@@ -227,7 +238,43 @@ impl DatasetManifest {
                 ));
             }
         }
+        let mut names = std::collections::BTreeSet::new();
+        for (k, c) in self.classes.iter().enumerate() {
+            if c.trim().is_empty() {
+                p.push(format!("classes[{k}] is empty"));
+            } else if !names.insert(c.as_str()) {
+                p.push(format!("classes[{k}] {c:?} is listed twice"));
+            }
+        }
+        for class in self.groups.keys() {
+            if !names.contains(class.as_str()) {
+                p.push(format!("groups: class {class:?} is not in the class list"));
+            }
+        }
         p
+    }
+
+    /// True when the clips carry class labels.
+    pub fn is_labelled(&self) -> bool {
+        !self.classes.is_empty()
+    }
+
+    /// The group of class `k` (its own name when the map does not list it).
+    pub fn group_of(&self, k: usize) -> &str {
+        let c = self.classes[k].as_str();
+        self.groups.get(c).map_or(c, String::as_str)
+    }
+
+    /// The group names in first-appearance order of the classes.
+    pub fn group_names(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for k in 0..self.classes.len() {
+            let g = self.group_of(k);
+            if !out.iter().any(|x| x == g) {
+                out.push(g.to_owned());
+            }
+        }
+        out
     }
 
     /// The manifest as TOML text.
@@ -290,6 +337,8 @@ mod tests {
                     ],
                 },
             )]),
+            classes: Vec::new(),
+            groups: BTreeMap::new(),
         }
     }
 
@@ -301,6 +350,28 @@ mod tests {
         assert!(text.contains("[[splits.train.shards]]"), "{text}");
         let back: DatasetManifest = toml::from_str(&text).unwrap();
         assert_eq!(back, m);
+    }
+
+    #[test]
+    fn labelled_manifest_round_trips_and_checks_its_classes() {
+        let mut m = manifest();
+        m.classes = vec!["up".into(), "down".into(), "left".into()];
+        m.groups = BTreeMap::from([
+            ("up".into(), "vertical".into()),
+            ("down".into(), "vertical".into()),
+        ]);
+        assert!(m.problems().is_empty(), "{:?}", m.problems());
+        let back: DatasetManifest = toml::from_str(&m.to_toml()).unwrap();
+        assert_eq!(back, m);
+        assert_eq!(m.group_names(), ["vertical", "left"]);
+        assert_eq!(m.group_of(2), "left");
+        // An unlabelled manifest writes neither key (older readers stay happy).
+        assert!(!manifest().to_toml().contains("classes"));
+        m.classes.push("up".into());
+        m.groups.insert("sideways".into(), "x".into());
+        let p = m.problems();
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert!(p[0].contains("listed twice") && p[1].contains("\"sideways\""));
     }
 
     #[test]

@@ -9,6 +9,7 @@
 
 use tch::{nn, Tensor};
 
+use super::compute::ComputeMode;
 use super::init::{bias_init, weight_init, InitScheme};
 
 /// Convolution parameters plus the padding rule.
@@ -43,16 +44,22 @@ impl Conv {
     /// # Shapes
     /// `[B, in, H, W] -> [B, out, H, W]`, where `in` is `S·Ch` for a 5-D weight (the window
     /// states concatenated along channels, oldest first).
+    ///
+    /// Computes in [`ComputeMode::conv_kind`] when set, returning `x`'s dtype.
     pub fn forward(&self, x: &Tensor) -> Tensor {
         let k = self.kernel();
-        x.conv2d(
-            &self.weight_2d(),
-            Some(&self.bias),
-            [1, 1],
-            [k / 2, k / 2],
-            [1, 1],
-            1,
-        )
+        let conv = |x: &Tensor, w: &Tensor, b: &Tensor| {
+            x.conv2d(w, Some(b), [1, 1], [k / 2, k / 2], [1, 1], 1)
+        };
+        match ComputeMode::current().conv_kind {
+            Some(low) if low != x.kind() => conv(
+                &x.to_kind(low),
+                &self.weight_2d().to_kind(low),
+                &self.bias.to_kind(low),
+            )
+            .to_kind(x.kind()),
+            _ => conv(x, &self.weight_2d(), &self.bias),
+        }
     }
 
     /// [`Self::forward`] with the (4-D) weight multiplied element-wise by `mask` (broadcast),
@@ -106,6 +113,43 @@ pub fn to_conv3d_layout(w: &Tensor, window: i64) -> Tensor {
 mod tests {
     use super::*;
     use tch::{Device, Kind};
+
+    /// Under a bf16 guard a convolution returns f32 close to the f32 result (bf16 keeps 8 bits
+    /// of mantissa), gradients reach the f32 weight, and dropping the guard restores f32.
+    #[test]
+    fn reduced_precision_convolution_stays_close_and_restores() {
+        tch::manual_seed(3);
+        let opts = (Kind::Float, Device::Cpu);
+        let conv = Conv {
+            weight: Tensor::randn([6, 4, 3, 3], opts).set_requires_grad(true),
+            bias: Tensor::randn([6], opts).set_requires_grad(true),
+        };
+        let x = Tensor::rand([2, 4, 8, 8], opts);
+        let full = conv.forward(&x);
+        let low = {
+            let bf16 = ComputeMode {
+                conv_kind: Some(Kind::BFloat16),
+                ..ComputeMode::default()
+            };
+            let _g = bf16.enter();
+            assert_eq!(ComputeMode::current(), bf16);
+            {
+                let _inner = ComputeMode::default().enter();
+                assert_eq!(ComputeMode::current().conv_kind, None, "guards nest");
+            }
+            assert_eq!(ComputeMode::current(), bf16);
+            conv.forward(&x)
+        };
+        assert_eq!(ComputeMode::current().conv_kind, None);
+        assert_eq!(low.kind(), Kind::Float);
+        let rel = ((&low - &full).norm() / full.norm()).double_value(&[]);
+        assert!(rel > 0.0 && rel < 1e-2, "relative difference {rel}");
+        low.sum(Kind::Float).backward();
+        let g = conv.weight.grad();
+        assert_eq!(g.kind(), Kind::Float);
+        // d(sum)/dW of a conv is the sum of input patches: nonzero.
+        assert!(g.abs().sum(Kind::Float).double_value(&[]) > 0.0);
+    }
 
     /// The 2-D evaluation equals the reference's Conv3d on the states stacked on a new last
     /// axis (padding (k/2, k/2, 0)), and the layout maps are inverse to each other.

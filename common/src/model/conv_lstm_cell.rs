@@ -8,6 +8,7 @@
 use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Tensor};
 
+use super::compute::ComputeMode;
 use super::conv::Conv;
 use super::init::InitScheme;
 use super::state::CellState;
@@ -91,7 +92,23 @@ impl ConvLstmCell {
 ///
 /// # Shapes
 /// `z`: `[B, 4Ch, H, W]`, `c`: `[B, Ch, H, W]` → two `[B, Ch, H, W]`
+///
+/// With [`ComputeMode::fused_cell_update`] the same values come from fewer kernels: the i, f, o
+/// gates are contiguous channels, so one sigmoid covers them, and `f·c + i·g` is one `addcmul`.
 pub fn lstm_update(z: &Tensor, c: &Tensor) -> (Tensor, Tensor) {
+    if ComputeMode::current().fused_cell_update {
+        let ch = c.size()[1];
+        let ifo = z.narrow(1, 0, 3 * ch).sigmoid();
+        let g = z.narrow(1, 3 * ch, ch).tanh();
+        let (i, f, o) = (
+            ifo.narrow(1, 0, ch),
+            ifo.narrow(1, ch, ch),
+            ifo.narrow(1, 2 * ch, ch),
+        );
+        let c_next = (f * c).addcmul(&i, &g);
+        let h = o * c_next.tanh();
+        return (h, c_next);
+    }
     let gates = z.chunk(4, 1);
     let i = gates[0].sigmoid();
     let f = gates[1].sigmoid();
@@ -110,6 +127,33 @@ mod tests {
 
     /// Gate order i, f, o, g: with only the o-gate bias large and negative the output is ≈ 0
     /// although the cell state is not; with only the f-gate bias large the old C is kept.
+    /// The fused update gives the reference update's values and gradients.
+    #[test]
+    fn fused_cell_update_matches_the_reference_update() {
+        tch::manual_seed(5);
+        let opts = (Kind::Double, tch::Device::Cpu);
+        let z = Tensor::randn([2, 12, 3, 4], opts).set_requires_grad(true);
+        let c = Tensor::randn([2, 3, 3, 4], opts).set_requires_grad(true);
+        let run = |fused: bool| {
+            let _g = ComputeMode {
+                fused_cell_update: fused,
+                ..ComputeMode::REFERENCE
+            }
+            .enter();
+            let (h, c_next) = lstm_update(&z, &c);
+            let loss = (&h * 1.5 + &c_next * &c_next).sum(Kind::Double);
+            let grads = Tensor::run_backward(&[&loss], &[&z, &c], false, false);
+            (h, c_next, grads)
+        };
+        let (h0, c0, g0) = run(false);
+        let (h1, c1, g1) = run(true);
+        let diff = |a: &Tensor, b: &Tensor| (a - b).abs().max().double_value(&[]);
+        assert!(diff(&h0, &h1) < 1e-12 && diff(&c0, &c1) < 1e-12);
+        for (a, b) in g0.iter().zip(&g1) {
+            assert!(diff(a, b) < 1e-12, "gradients differ by {}", diff(a, b));
+        }
+    }
+
     #[test]
     fn gate_order_is_i_f_o_g() {
         let vs = nn::VarStore::new(Device::Cpu);

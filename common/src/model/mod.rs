@@ -12,6 +12,7 @@
 //! | [`init`] | PyTorch-default and Xavier initialisation | `nn.Conv*.reset_parameters`, `eval_paper/` |
 //! | [`io`] | safetensors export/import with reference names | `state_dict()` / `load_state_dict` |
 //! | [`summary`] | parameters, MACs, activation memory | spec §3.4–§3.6 |
+//! | [`activity`] | encoder–decoder activity-recognition network and classifier (issue 9) | — (paper §4; no reference code) |
 //!
 //! Module tree → parameter path → reference name (tch joins path components with '.', so the
 //! var-store names ARE the reference keys):
@@ -42,6 +43,8 @@
 //! # Ok::<(), convtt_common::Error>(())
 //! ```
 
+pub mod activity;
+pub mod compute;
 mod conv;
 pub mod conv_lstm_cell;
 pub mod conv_tt_lstm_cell;
@@ -51,14 +54,16 @@ pub mod io;
 pub mod network;
 pub mod recompute;
 pub mod state;
-pub mod summary;
 pub mod ttd_conv_lstm_cell;
+pub use convtt_core::summary;
 
 #[cfg(test)]
 mod golden;
 #[cfg(test)]
 mod testing;
 
+pub use activity::{cross_entropy, ActivityNetwork, ActivityOutput};
+pub use compute::{ComputeGuard, ComputeMode};
 pub use conv::{to_conv2d_layout, to_conv3d_layout, Conv};
 pub use conv_lstm_cell::{ConvLstmCell, ConvLstmCellConfig};
 pub use conv_tt_lstm_cell::{ConvTtLstmCell, ConvTtLstmCellConfig};

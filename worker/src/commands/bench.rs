@@ -7,9 +7,9 @@
 
 use std::time::Instant;
 
-use convtt_common::model::{scheduled_sampling_mask, summarize, MaskRng, Network};
+use convtt_common::model::{scheduled_sampling_mask, summarize, ComputeMode, MaskRng, Network};
 use serde::Serialize;
-use tch::nn::VarStore;
+use tch::{nn::VarStore, Device};
 
 use crate::cli::BenchArgs;
 use crate::data::{self, Placement};
@@ -21,6 +21,8 @@ use crate::train::{optim::FlatParams, train_step, Context, StepTimes};
 pub struct BenchReport {
     /// `cpu` or `cuda:K`.
     pub device: String,
+    /// `train.precision` (`f32`, `bf16`, `fp16`).
+    pub precision: String,
     /// Workers in the run (1 unless started by the launcher).
     pub world_size: usize,
     /// Clips per step on this worker.
@@ -45,7 +47,9 @@ pub struct BenchReport {
     pub samples_per_s: f64,
     /// Peak resident memory of this process (VmHWM), MiB.
     pub peak_host_mib: f64,
-    /// Peak CUDA memory, MiB (not exposed by tch 0.24: `null`).
+    /// Peak device memory in use, MiB: the CUDA driver's total − free, sampled after every
+    /// step, so it includes the CUDA context and the caching allocator's reserve (tch 0.24
+    /// does not reach the allocator's own statistics). `null` on CPU.
     pub peak_device_mib: Option<f64>,
     /// Floating-point operations per step on this worker (2 × model-info's training MACs).
     pub flops_per_step: f64,
@@ -100,6 +104,7 @@ pub fn measure(
     let net = Network::new(&vs.root(), &cfg.model);
     let mut flat = FlatParams::new(&vs);
     ctx.coll.broadcast(&mut flat.params)?;
+    let _compute = ComputeMode::for_config(&cfg.train).enter();
     let loader = data::train_loader(
         &cfg.data,
         cfg.train.seed,
@@ -116,6 +121,7 @@ pub fn measure(
         )));
     }
     let per_worker = cfg.data.batch_size / world;
+    let mut device_mem = DeviceMemory::new(ctx.device);
     let mut times = StepTimes::default();
     let mut data_wait = 0.0;
     let mut done = 0usize;
@@ -151,6 +157,7 @@ pub fn measure(
                 false,
                 slot,
             )?;
+            device_mem.sample();
             done += 1;
         }
         epoch += 1;
@@ -173,6 +180,7 @@ pub fn measure(
             .to_lowercase()
             .replace("cuda(", "cuda:")
             .replace(')', ""),
+        precision: format!("{:?}", cfg.train.precision).to_lowercase(),
         world_size: world,
         batch_per_worker: per_worker,
         threads: tch::get_num_threads(),
@@ -185,11 +193,43 @@ pub fn measure(
         step_ms: step_s * 1e3,
         samples_per_s: (per_worker * world) as f64 / step_s.max(1e-12),
         peak_host_mib: peak_rss_mib(),
-        peak_device_mib: None,
+        peak_device_mib: device_mem.peak_mib(),
         flops_per_step: flops,
         achieved_gflops: achieved,
         fraction_of_peak: peak_tflops.map(|p| achieved / (p * 1e3)),
     })
+}
+
+/// Peak device memory in use as the CUDA driver reports it (total − free on the device).
+struct DeviceMemory {
+    ctx: Option<std::sync::Arc<cudarc::driver::CudaContext>>,
+    peak: usize,
+}
+
+impl DeviceMemory {
+    /// Watches CUDA device `k` (the primary context libtorch uses); nothing on CPU or when the
+    /// driver is missing.
+    fn new(device: Device) -> Self {
+        let ctx = match device {
+            Device::Cuda(k) if crate::sys::cuda_driver_present() => {
+                cudarc::driver::CudaContext::new(k).ok()
+            }
+            _ => None,
+        };
+        Self { ctx, peak: 0 }
+    }
+
+    fn sample(&mut self) {
+        if let Some((free, total)) = self.ctx.as_ref().and_then(|c| c.mem_get_info().ok()) {
+            self.peak = self.peak.max(total - free);
+        }
+    }
+
+    fn peak_mib(&self) -> Option<f64> {
+        self.ctx
+            .as_ref()
+            .map(|_| self.peak as f64 / (1024.0 * 1024.0))
+    }
 }
 
 fn peak_rss_mib() -> f64 {
@@ -207,8 +247,8 @@ fn peak_rss_mib() -> f64 {
 pub fn render(name: &str, r: &BenchReport, warmup: usize) -> String {
     let share = |x: f64| 100.0 * x / r.step_ms.max(1e-12);
     let mut s = format!(
-        "bench {name}: {} × {} worker(s), batch {} per worker, {} thread(s); {} timed steps after {warmup} warm-up\n",
-        r.device, r.world_size, r.batch_per_worker, r.threads, r.steps
+        "bench {name}: {} × {} worker(s), {}, batch {} per worker, {} thread(s); {} timed steps after {warmup} warm-up\n",
+        r.device, r.world_size, r.precision, r.batch_per_worker, r.threads, r.steps
     );
     s.push_str("phase          ms/step   share\n");
     for (label, v) in [
@@ -229,6 +269,11 @@ pub fn render(name: &str, r: &BenchReport, warmup: usize) -> String {
         "peak memory    {:.0} MiB host (VmHWM)\n",
         r.peak_host_mib
     ));
+    if let Some(d) = r.peak_device_mib {
+        s.push_str(&format!(
+            "               {d:.0} MiB device (driver: total − free, incl. context and cache)\n"
+        ));
+    }
     s.push_str(&format!(
         "achieved       {:.2} GFLOP/s per worker ({:.3} GFLOP per step: 2 × the training MACs of model-info)\n",
         r.achieved_gflops,

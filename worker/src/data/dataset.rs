@@ -128,6 +128,34 @@ fn header_problems(
     p
 }
 
+/// A shard's labels checked against a class count: `None` for an unlabelled dataset
+/// (`classes` = 0) whose shard has none; a data error for a missing `labels` dataset in a
+/// labelled one, a `labels` dataset in an unlabelled one, or a label out of range.
+fn shard_labels(r: &ShardReader, classes: usize) -> Result<Option<Vec<i64>>> {
+    let err = |msg: String| Error::Data {
+        path: r.path().to_owned(),
+        msg,
+    };
+    match (r.read_labels()?, classes) {
+        (None, 0) => Ok(None),
+        (None, n) => Err(err(format!(
+            "no \"labels\" dataset, but dataset.toml lists {n} classes"
+        ))),
+        (Some(_), 0) => Err(err(
+            "has a \"labels\" dataset but dataset.toml has no class list (classes = [...])".into(),
+        )),
+        (Some(v), n) => match v.iter().position(|&l| l < 0 || l >= n as i64) {
+            Some(i) => Err(err(format!(
+                "label {} of clip {} (shard-local) is outside the {n} classes 0 … {}",
+                v[i],
+                i,
+                n - 1
+            ))),
+            None => Ok(Some(v)),
+        },
+    }
+}
+
 /// A split of an opened dataset: cheap to clone and to send to loader threads, each of which
 /// makes its own [`SplitReader`] (HDF5 handles are opened in the thread that reads).
 #[derive(Debug, Clone)]
@@ -158,6 +186,20 @@ impl SplitHandle {
     /// `[T, C, H, W]`.
     pub fn clip_shape(&self) -> [usize; 4] {
         self.clip_shape
+    }
+
+    /// The class label of every clip of the split (a labelled dataset with `classes` classes).
+    ///
+    /// # Errors
+    /// [`Error::Data`] naming the shard when one lacks its `labels` dataset or holds a label
+    /// outside `0 … classes − 1`.
+    pub fn labels(&self, classes: usize) -> Result<Vec<i64>> {
+        let mut out = Vec::with_capacity(self.clips);
+        for entry in self.shards.iter() {
+            let r = ShardReader::open(&self.root.join(&entry.path))?;
+            out.extend(shard_labels(&r, classes)?.unwrap_or_default());
+        }
+        Ok(out)
     }
 
     /// A reader that opens shards lazily, read-only.
@@ -290,6 +332,9 @@ pub fn verify(root: &Path) -> VerifyReport {
                     .into_iter()
                     .map(|p| format!("{shown}: {p}")),
             );
+            if let Err(e) = shard_labels(&r, manifest.classes.len()) {
+                rep.problems.push(e.to_string());
+            }
             if r.info().shape != manifest.clip_shape {
                 progress.inc(entry.clips);
                 continue;

@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Once;
 
-use convtt_common::dataset::{CLIPS_DATASET, FORMAT_VERSION};
+use convtt_common::dataset::{CLIPS_DATASET, FORMAT_VERSION, LABELS_DATASET};
 use hdf5::types::{IntSize, TypeDescriptor, VarLenUnicode};
 
 use crate::{Error, Result};
@@ -117,6 +117,23 @@ impl ShardWriter {
             })?;
         self.written += 1;
         Ok(())
+    }
+
+    /// Writes the shard's per-clip class labels (dataset `labels`, `i64 [n]`, one per clip in
+    /// clip order) of a labelled dataset.
+    pub fn write_labels(&mut self, labels: &[i64]) -> Result<()> {
+        assert_eq!(labels.len(), self.clips, "one label per clip");
+        let err = |e: hdf5::Error| Error::Io {
+            path: self.path.clone(),
+            err: std::io::Error::other(format!("writing labels: {e}")),
+        };
+        self.file
+            .new_dataset::<i64>()
+            .obj_track_times(false)
+            .shape(labels.len())
+            .create(LABELS_DATASET)
+            .and_then(|d| d.write(labels))
+            .map_err(err)
     }
 
     /// Flushes and closes the file; all clips must have been written.
@@ -230,6 +247,27 @@ impl ShardReader {
     /// What the file says about itself.
     pub fn info(&self) -> &ShardInfo {
         &self.info
+    }
+
+    /// The shard's labels (dataset `labels`, `i64 [n]`), or `None` when it has none.
+    pub fn read_labels(&self) -> Result<Option<Vec<i64>>> {
+        let Ok(ds) = self._file.dataset(LABELS_DATASET) else {
+            return Ok(None);
+        };
+        let v: Vec<i64> = ds
+            .read_raw()
+            .map_err(|e| data_err(&self.path, format!("dataset {LABELS_DATASET:?}: {e}")))?;
+        if v.len() != self.info.clips {
+            return Err(data_err(
+                &self.path,
+                format!(
+                    "dataset {LABELS_DATASET:?} holds {} labels for {} clips",
+                    v.len(),
+                    self.info.clips
+                ),
+            ));
+        }
+        Ok(Some(v))
     }
 
     /// Reads clip `i` (shard-local) into `out` (`T·C·H·W` bytes).

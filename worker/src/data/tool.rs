@@ -107,6 +107,12 @@ pub struct MovingMnistArgs {
     /// Seed: the same seed gives byte-identical shards.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Label every clip (a labelled dataset for activity recognition). `direction`: the
+    /// quadrant of the first digit's initial velocity, 4 classes (right-down, left-down,
+    /// left-up, right-up) in 2 groups (rightward, leftward); use `--digits 1` so the "first"
+    /// digit is the only one.
+    #[arg(long, value_parser = ["direction"])]
+    pub labels: Option<String>,
 }
 
 /// Which split(s) the imported clips go to.
@@ -407,6 +413,9 @@ fn moving_mnist(a: MovingMnistArgs) -> Result<()> {
     );
     source.insert("seed".into(), a.seed.to_string());
     source.insert("digits".into(), a.digits.to_string());
+    if let Some(l) = &a.labels {
+        source.insert("labels".into(), l.clone());
+    }
     source.insert("train_valid_digits".into(), train_digits.origin.clone());
     source.insert("test_digits".into(), test_digits.origin.clone());
     let spec = DatasetSpec {
@@ -420,16 +429,40 @@ fn moving_mnist(a: MovingMnistArgs) -> Result<()> {
         source,
     };
     let mut w = DatasetWriter::create(&a.out.out, spec, a.out.shard_clips, a.out.force)?;
+    if a.labels.is_some() {
+        use super::moving_mnist::{DIRECTION_CLASSES, DIRECTION_GROUPS};
+        w.set_classes(
+            DIRECTION_CLASSES.iter().map(|c| c.to_string()).collect(),
+            DIRECTION_GROUPS
+                .iter()
+                .map(|(c, g)| (c.to_string(), g.to_string()))
+                .collect(),
+        )?;
+    }
     for (split, n, digits) in [
         ("train", a.train, &train_digits),
         ("valid", a.valid, &train_digits),
         ("test", a.test, &test_digits),
     ] {
         let g = MovingMnist::new(digits, a.frames, a.size, a.digits);
-        w.write_split(split, n, |i, buf| {
-            g.generate(a.seed, split_stream(split), i as u64, buf);
-            Ok(())
-        })?;
+        let stream = split_stream(split);
+        if a.labels.is_some() {
+            // Labels are cheap to get again: generate each clip once for its label (into a
+            // scratch buffer) and once more when the writer asks for it.
+            let mut scratch = vec![0u8; g.clip_len()];
+            let labels: Vec<i64> = (0..n as u64)
+                .map(|i| g.generate_labelled(a.seed, stream, i, &mut scratch))
+                .collect();
+            w.write_labelled_split(split, &labels, |i, buf| {
+                g.generate(a.seed, stream, i as u64, buf);
+                Ok(())
+            })?;
+        } else {
+            w.write_split(split, n, |i, buf| {
+                g.generate(a.seed, stream, i as u64, buf);
+                Ok(())
+            })?;
+        }
     }
     let (m, bytes) = w.finish()?;
     summary(&a.out.out, &m, bytes, start);
@@ -716,6 +749,14 @@ fn inspect(dir: &Path) -> Result<()> {
     for (k, v) in &m.source {
         println!("source      {k} = {v}");
     }
+    if m.is_labelled() {
+        println!(
+            "classes     {} in {} group(s): {}",
+            m.classes.len(),
+            m.group_names().len(),
+            m.classes.join(", ")
+        );
+    }
     for (name, s) in &m.splits {
         let bytes: u64 = s.shards.iter().map(|e| e.bytes).sum();
         let raw = s.clips as f64 * m.clip_len() as f64;
@@ -796,7 +837,7 @@ pub fn write_strip(path: &Path, clip: &[u8], [t, c, h, w]: [usize; 4]) -> Result
     write_png(path, &px, width, h, out_c)
 }
 
-/// Writes 8-bit pixels `[height, width, channels]` (1: gray, 3: RGB) as a PNG.
+/// Writes 8-bit pixels as a PNG ([`convtt_core::plot::write_png`], shared with the plots).
 pub fn write_png(
     path: &Path,
     px: &[u8],
@@ -804,22 +845,16 @@ pub fn write_png(
     height: usize,
     channels: usize,
 ) -> Result<()> {
-    debug_assert_eq!(px.len(), width * height * channels);
-    let err = |e: String| Error::Io {
-        path: path.to_owned(),
-        err: std::io::Error::other(e),
-    };
-    let file = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
-    let mut enc = png::Encoder::new(std::io::BufWriter::new(file), width as u32, height as u32);
-    enc.set_color(if channels == 3 {
-        png::ColorType::Rgb
-    } else {
-        png::ColorType::Grayscale
-    });
-    enc.set_depth(png::BitDepth::Eight);
-    let mut wr = enc.write_header().map_err(|e| err(e.to_string()))?;
-    wr.write_image_data(px).map_err(|e| err(e.to_string()))?;
-    wr.finish().map_err(|e| err(e.to_string()))
+    convtt_core::plot::write_png(path, px, width, height, channels).map_err(io_error)
+}
+
+/// A core error with the worker's I/O variant kept as such (a PNG that cannot be written is an
+/// I/O failure, not a data error).
+pub(crate) fn io_error(e: convtt_core::Error) -> Error {
+    match e {
+        convtt_core::Error::Io { path, err } => Error::Io { path, err },
+        e => e.into(),
+    }
 }
 
 fn bench(a: BenchArgs) -> Result<()> {

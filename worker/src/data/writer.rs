@@ -44,6 +44,8 @@ pub struct DatasetWriter {
     splits: BTreeMap<String, SplitManifest>,
     bytes: u64,
     finished: bool,
+    classes: Vec<String>,
+    groups: BTreeMap<String, String>,
 }
 
 fn nonce() -> String {
@@ -112,6 +114,8 @@ impl DatasetWriter {
             splits: BTreeMap::new(),
             bytes: 0,
             finished: false,
+            classes: Vec::new(),
+            groups: BTreeMap::new(),
         })
     }
 
@@ -120,13 +124,83 @@ impl DatasetWriter {
         self.spec.clip_shape.iter().product()
     }
 
+    /// Makes this a labelled dataset with these classes (label k = `classes[k]`) and optional
+    /// class → group map; call before writing splits with [`Self::write_labelled_split`].
+    pub fn set_classes(
+        &mut self,
+        classes: Vec<String>,
+        groups: BTreeMap<String, String>,
+    ) -> Result<()> {
+        let probe = DatasetManifest {
+            format_version: FORMAT_VERSION,
+            name: String::new(),
+            kind: self.spec.kind,
+            clip_shape: self.spec.clip_shape,
+            dtype: dataset::DTYPE_U8.into(),
+            value_range: [0, 255],
+            description: String::new(),
+            source: BTreeMap::new(),
+            splits: BTreeMap::from([("x".into(), SplitManifest::default())]),
+            classes,
+            groups,
+        };
+        let problems = probe.problems();
+        if !problems.is_empty() {
+            return Err(Error::Usage(format!(
+                "bad class list: {}",
+                problems.join("; ")
+            )));
+        }
+        self.classes = probe.classes;
+        self.groups = probe.groups;
+        Ok(())
+    }
+
+    /// Like [`Self::write_split`] for a labelled dataset: `labels[i]` is clip i's class index
+    /// (each must be below the number of classes set with [`Self::set_classes`]).
+    pub fn write_labelled_split(
+        &mut self,
+        split: &str,
+        labels: &[i64],
+        fill: impl FnMut(usize, &mut [u8]) -> Result<()>,
+    ) -> Result<()> {
+        let n = self.classes.len() as i64;
+        if n == 0 {
+            return Err(Error::Usage(
+                "a labelled split needs a class list (set_classes)".into(),
+            ));
+        }
+        if let Some((i, l)) = labels.iter().enumerate().find(|(_, &l)| l < 0 || l >= n) {
+            return Err(Error::Usage(format!(
+                "split {split}: clip {i} has label {l}, outside the {n} classes 0 … {}",
+                n - 1
+            )));
+        }
+        self.write_split_inner(split, labels.len(), fill, Some(labels))
+    }
+
     /// Writes split `split` of `clips` clips; `fill(i, buf)` produces clip `i` (split-wide
     /// index) into `buf`. A split of 0 clips is skipped.
     pub fn write_split(
         &mut self,
         split: &str,
         clips: usize,
+        fill: impl FnMut(usize, &mut [u8]) -> Result<()>,
+    ) -> Result<()> {
+        if !self.classes.is_empty() {
+            return Err(Error::Usage(format!(
+                "split {split}: this dataset is labelled; write it with write_labelled_split"
+            )));
+        }
+        self.write_split_inner(split, clips, fill, None)
+    }
+
+    fn write_split_inner(
+        &mut self,
+        split: &str,
+        clips: usize,
         mut fill: impl FnMut(usize, &mut [u8]) -> Result<()>,
+        labels: Option<&[i64]>,
     ) -> Result<()> {
         if !valid_split_name(split) {
             return Err(Error::Usage(format!(
@@ -154,6 +228,9 @@ impl DatasetWriter {
                 fill(i, &mut buf)?;
                 w.write_clip(&buf)?;
                 progress.inc(1);
+            }
+            if let Some(l) = labels {
+                w.write_labels(&l[first..first + n])?;
             }
             w.finish()?;
             let (sha256, bytes) =
@@ -201,6 +278,8 @@ impl DatasetWriter {
             description: self.spec.description.clone(),
             source: self.spec.source.clone(),
             splits: std::mem::take(&mut self.splits),
+            classes: self.classes.clone(),
+            groups: self.groups.clone(),
         };
         debug_assert!(manifest.problems().is_empty(), "{:?}", manifest.problems());
         manifest.write(&self.tmp)?;

@@ -12,6 +12,7 @@
 //! newest valid one of the run), refuse one whose `[model]` differs from the config, build the
 //! network in a VarStore and restore the checkpoint's flat buffer into it.
 
+pub mod activity;
 pub mod plot;
 pub mod strip;
 
@@ -54,6 +55,12 @@ pub fn load_model(
     device: Device,
     action: &str,
 ) -> Result<Loaded> {
+    if cfg.activity.enabled {
+        return Err(Error::Usage(format!(
+            "cannot {action} an activity-recognition run (activity.enabled): its network has no \
+             prediction-network weights; evaluate it with `convtt-worker eval`"
+        )));
+    }
     let root = run_dir.join("checkpoints");
     let (dir, manifest) = match which {
         Resume::No => {
@@ -432,6 +439,9 @@ pub fn evaluate(
 /// `convtt-worker eval`.
 pub fn run_eval(args: &EvalArgs) -> Result<()> {
     let mut ctx = context(&args.model)?;
+    if ctx.cfg.activity.enabled {
+        return activity::run_eval(args, ctx);
+    }
     let report = evaluate(
         &mut ctx,
         &args.model.checkpoint,

@@ -10,8 +10,12 @@
 //! rank stop at the same step, so the flag travels inside the gradient all-reduce: one extra
 //! element, no extra collective. A second SIGINT exits at once.
 
+pub mod activity;
 pub mod optim;
 pub mod schedule;
+
+#[cfg(all(test, feature = "gpu-tests"))]
+mod gpu_tests;
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -20,11 +24,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use convtt_common::checkpoint::{Manifest, RankState, FORMAT_VERSION};
-use convtt_common::config::ValidConfig;
+use convtt_common::config::{Precision, ValidConfig};
 use convtt_common::lpips::Lpips;
 use convtt_common::metrics::FrameMetrics;
 use convtt_common::model::{
-    backward_recomputed, scheduled_sampling_mask, MaskRng, Network, Rollout,
+    backward_recomputed, scheduled_sampling_mask, ComputeMode, MaskRng, Network, Rollout,
 };
 use convtt_core::{AgentClient, WorkerDevice, WorkerEnv};
 use serde_json::json;
@@ -34,7 +38,7 @@ use crate::checkpoint::{self as ckpt, Resume};
 use crate::data::{self, Loader, Placement};
 use crate::dist::{parameter_drift, Agent, Collective, Nccl, Single};
 use crate::error::{Error, Result};
-use optim::FlatParams;
+use optim::{FlatParams, LossScaler};
 use schedule::Schedules;
 
 /// What `train` was asked to do.
@@ -66,6 +70,8 @@ pub struct Context {
     pub preempt: Arc<AtomicBool>,
     /// Set by the launcher's preempt message (the agent client's flag), when launched.
     agent_preempt: Option<Arc<AtomicBool>>,
+    /// Dynamic loss scaling (`train.precision = "fp16"` only).
+    pub scaler: Option<LossScaler>,
 }
 
 impl Context {
@@ -78,12 +84,15 @@ impl Context {
             .or_else(|| env.as_ref().map(|e| e.run_dir.clone()))
             .unwrap_or_else(|| PathBuf::from(cfg.launch.resolved_run_dir()));
         let device = pick_device(&cfg, env.as_ref())?;
-        if cfg.train.precision != convtt_common::config::Precision::F32 {
-            return Err(Error::Unavailable(format!(
-                "train.precision = {:?}: mixed precision is not implemented yet; use \"f32\"",
-                cfg.train.precision
-            )));
+        let fp16 = cfg.train.precision == Precision::Fp16;
+        if fp16 && !device.is_cuda() {
+            return Err(Error::Unavailable(
+                "train.precision = \"fp16\" on CPU: libtorch's f16 convolutions on CPU are \
+                 about 100x slower than f32; use \"bf16\" (or \"f32\") on CPU"
+                    .into(),
+            ));
         }
+        let scaler = fp16.then(LossScaler::default);
         if device.is_cuda() {
             tch::Cuda::cudnn_set_benchmark(cfg.train.cudnn_benchmark);
         }
@@ -115,6 +124,7 @@ impl Context {
             coll,
             preempt,
             agent_preempt,
+            scaler,
         })
     }
 
@@ -237,8 +247,65 @@ pub fn train_step(
     stop: bool,
     times: Option<&mut StepTimes>,
 ) -> Result<StepOutcome> {
+    let (input, future) = (ctx.cfg.data.input_frames, ctx.cfg.data.future_frames);
+    let steps_in = (input + future - 1) as i64;
+    if ctx.cfg.train.activation_checkpointing {
+        // Forward and backward interleave, one time step at a time (the whole recomputed pass
+        // counts as backward in the timings).
+        let run = |flat: &mut FlatParams, scale: f64| -> Result<LossPhase> {
+            flat.zero_grad();
+            let target = clips.narrow(1, 1, steps_in);
+            let numel = target.numel() as f64;
+            let rollout = Rollout::training(input, future, mask);
+            let l = backward_recomputed(net, &clips.narrow(1, 0, steps_in), &rollout, |t, y| {
+                Some(step_loss(y, &target.select(1, t as i64), numel) * scale)
+            })?;
+            Ok(LossPhase::BackPropagated(l / scale))
+        };
+        return step_general(flat, ctx, run, lr, stop, times);
+    }
+    let forward_loss = || -> Result<Tensor> {
+        let rollout = Rollout::training(input, future, mask);
+        let out = net.forward(&clips.narrow(1, 0, steps_in), &rollout)?;
+        Ok(loss(&out, &clips.narrow(1, 1, steps_in)))
+    };
+    step_with_loss(flat, ctx, forward_loss, lr, stop, times)
+}
+
+/// What the loss phase of a step hands over.
+enum LossPhase {
+    /// The loss with its autograd graph: backward comes next.
+    Graph(Tensor),
+    /// The (unscaled) loss value; the gradients are already in the parameters' `.grad`.
+    BackPropagated(Tensor),
+}
+
+/// The body of every training step whatever the task: `forward_loss` computes this rank's
+/// scalar loss; then backward, ONE all-reduce carrying the flat gradient, the loss and the
+/// `stop` flag, clipping and Adam on the flat buffer. With `times`, each phase is timed.
+pub fn step_with_loss(
+    flat: &mut FlatParams,
+    ctx: &mut Context,
+    forward_loss: impl FnOnce() -> Result<Tensor>,
+    lr: f64,
+    stop: bool,
+    times: Option<&mut StepTimes>,
+) -> Result<StepOutcome> {
+    let run = |_: &mut FlatParams, _: f64| forward_loss().map(LossPhase::Graph);
+    step_general(flat, ctx, run, lr, stop, times)
+}
+
+/// [`step_with_loss`] where `run(flat, loss_scale)` either returns the loss graph or has
+/// back-propagated `loss × loss_scale` itself (activation checkpointing).
+fn step_general(
+    flat: &mut FlatParams,
+    ctx: &mut Context,
+    run: impl FnOnce(&mut FlatParams, f64) -> Result<LossPhase>,
+    lr: f64,
+    stop: bool,
+    times: Option<&mut StepTimes>,
+) -> Result<StepOutcome> {
     let cfg = &ctx.cfg;
-    let (input, future) = (cfg.data.input_frames, cfg.data.future_frames);
     let device = ctx.device;
     let timed = times.is_some();
     let mut clock = Instant::now();
@@ -254,24 +321,18 @@ pub fn train_step(
         clock = Instant::now();
         e
     };
-    let steps_in = (input + future - 1) as i64;
-    let rollout = Rollout::training(input, future, mask);
-    let (l, forward) = if cfg.train.activation_checkpointing {
-        // Forward and backward interleave: the whole recomputed pass counts as backward.
-        flat.zero_grad();
-        let target = clips.narrow(1, 1, steps_in).to_device(device);
-        let numel = target.numel() as f64;
-        let l = backward_recomputed(net, &clips.narrow(1, 0, steps_in), &rollout, |t, y| {
-            Some(step_loss(y, &target.select(1, t as i64), numel))
-        })?;
-        (l, 0.0)
-    } else {
-        let out = net.forward(&clips.narrow(1, 0, steps_in), &rollout)?;
-        let l = loss(&out, &clips.narrow(1, 1, steps_in));
-        let forward = lap();
-        flat.zero_grad();
-        l.backward();
-        (l, forward)
+    let scale = ctx.scaler.as_ref().map_or(1.0, |sc| sc.scale);
+    let (l, forward) = match run(flat, scale)? {
+        LossPhase::Graph(l) => {
+            let forward = lap();
+            flat.zero_grad();
+            match &ctx.scaler {
+                Some(sc) => (&l * sc.scale).backward(),
+                None => l.backward(),
+            }
+            (l, forward)
+        }
+        LossPhase::BackPropagated(l) => (l, 0.0),
     };
     let extra = Tensor::from_slice(&[l.double_value(&[]) as f32, f32::from(u8::from(stop))])
         .to_device(device);
@@ -282,10 +343,16 @@ pub fn train_step(
     let n = flat.numel();
     let mut grad = buf.narrow(0, 0, n);
     let tail = Vec::<f32>::try_from(buf.narrow(0, n, 2).to_device(Device::Cpu))?;
-    if cfg.optim.gradient_clipping {
-        FlatParams::clip(&mut grad, cfg.optim.clipping_threshold);
+    // Under fp16 a gradient that overflowed is dropped (the scale halves instead).
+    let finite = ctx.scaler.as_mut().is_none_or(|sc| sc.unscale(&mut grad));
+    if finite {
+        if cfg.optim.gradient_clipping {
+            FlatParams::clip(&mut grad, cfg.optim.clipping_threshold);
+        }
+        flat.adam_step(&grad, lr, &cfg.optim);
+    } else {
+        tracing::warn!("fp16 gradient overflow: step skipped, loss scale lowered");
     }
-    flat.adam_step(&grad, lr, &cfg.optim);
     let optimizer = lap();
     if let Some(t) = times {
         t.forward += forward;
@@ -302,24 +369,31 @@ pub fn train_step(
 /// Validation result (global means over every rank's clips).
 #[derive(Debug, Clone)]
 pub struct Validation {
-    /// L1 + L2 loss over all I + F − 1 outputs (teacher forcing off).
+    /// L1 + L2 loss over all I + F − 1 outputs (teacher forcing off); for activity runs
+    /// λ · that + cross-entropy at the training ratio.
     pub loss: f64,
     /// Per-frame metric means over the F future frames.
     pub frames: FrameMetrics,
+    /// Accuracies of an activity run.
+    pub activity: Option<activity::ActivityScores>,
 }
 
 impl Validation {
     /// The headline numbers: loss and the means over frames of every metric.
-    pub fn summary(&self) -> [(&'static str, f64); 6] {
+    pub fn summary(&self) -> Vec<(&'static str, f64)> {
         let f = &self.frames;
-        [
+        let mut v = vec![
             ("loss", self.loss),
             ("mse", mean(&f.mse)),
             ("mae", mean(&f.mae)),
             ("psnr", mean(&f.psnr)),
             ("ssim", mean(&f.ssim_paper)),
             ("ssim_wang2004", mean(&f.ssim_wang)),
-        ]
+        ];
+        if let Some(a) = &self.activity {
+            v.push(("accuracy", a.accuracy));
+        }
+        v
     }
 }
 
@@ -377,6 +451,7 @@ pub fn validate_with(
     Ok(Validation {
         loss: loss_total / totals.samples.max(1) as f64,
         frames: totals.means(),
+        activity: None,
     })
 }
 
@@ -455,14 +530,25 @@ fn train(ctx: &mut Context, resume: &Resume) -> Result<()> {
 
     tch::manual_seed(cfg.train.seed as i64);
     let vs = VarStore::new(ctx.device);
-    let net = Network::new(&vs.root(), &cfg.model);
+    let task = Task::new(&vs, &cfg)?;
     let mut flat = FlatParams::new(&vs);
     ctx.coll.broadcast(&mut flat.params)?;
+    // This (the training) thread computes as `train.precision` and `fused_cell_update` say.
+    let _compute = ComputeMode::for_config(&cfg.train).enter();
 
     let mut sched = Schedules::new(&cfg.optim);
     let mut cur = Cursor::default();
     if let Some((dir, m)) = ckpt::resolve(&ckpt_root, resume)? {
         restore(&cfg, &dir, &m, &mut flat, &mut sched, &mut cur)?;
+        if let (Some(sc), Some(v)) = (ctx.scaler.as_mut(), m.state.get("loss_scale")) {
+            *sc = v
+                .clone()
+                .try_into()
+                .map_err(|e: toml::de::Error| Error::Data {
+                    path: dir.join(convtt_common::checkpoint::MANIFEST),
+                    msg: format!("bad loss_scale state: {}", e.message()),
+                })?;
+        }
         tracing::info!(step = cur.step, "resumed from {}", dir.display());
     }
 
@@ -471,7 +557,8 @@ fn train(ctx: &mut Context, resume: &Resume) -> Result<()> {
         rank,
         device: ctx.device,
     };
-    let loader = data::train_loader(&cfg.data, cfg.train.seed, at)?;
+    let data_cfg = task.data_config(&cfg);
+    let loader = data::train_loader(&data_cfg, cfg.train.seed, at)?;
     let steps_per_epoch = loader.steps() as u64;
     if steps_per_epoch == 0 {
         return Err(Error::Usage(format!(
@@ -481,10 +568,10 @@ fn train(ctx: &mut Context, resume: &Resume) -> Result<()> {
         )));
     }
     let valid = match data::eval_loader(
-        &cfg.data,
+        &data_cfg,
         &cfg.data.valid_split,
         cfg.data.max_valid_clips,
-        input + future,
+        task.valid_frames(&cfg),
         at,
     ) {
         Ok(l) if l.steps() > 0 => Some(l),
@@ -523,13 +610,24 @@ fn train(ctx: &mut Context, resume: &Resume) -> Result<()> {
             if (i as u64) < skip {
                 continue;
             }
-            let clips = batch?.clips;
+            let batch = batch?;
+            let clips = batch.clips;
             let lr = sched.lr_at(&cfg.optim, cur.step, total);
             let ratio = sched.ss_ratio_at(&cfg.optim, cur.step, total);
             let mut mrng = MaskRng::new(mask_seed(cfg.train.seed, cur.step, rank));
             let mask = scheduled_sampling_mask(&mut mrng, clips.size()[0] as usize, future, ratio);
             let stop = ctx.preempt_requested();
-            let out = train_step(&net, &mut flat, ctx, &clips, mask, lr, stop, None)?;
+            let out = match &task {
+                Task::Predict(net) => {
+                    train_step(net, &mut flat, ctx, &clips, mask, lr, stop, None)?
+                }
+                Task::Activity(a, labels) => {
+                    // Autoregressive after the observed frames: no scheduled sampling, so the
+                    // model never sees frames beyond the input ratio.
+                    let y = activity::batch_labels(&labels.train, &batch.indices)?;
+                    step_with_loss(&mut flat, ctx, || a.loss(&clips, &y), lr, stop, None)?
+                }
+            };
             cur.step += 1;
             cur.batches_done += 1;
             cur.samples_seen += per_rank_batch * world as u64;
@@ -577,7 +675,9 @@ fn train(ctx: &mut Context, resume: &Resume) -> Result<()> {
             let mut metrics = None;
             if cfg.train.valid_every > 0 && cur.step % cfg.train.valid_every == 0 {
                 if let Some(v) = &valid {
-                    metrics = Some(run_validation(&net, v, ctx, &mut log, &cur, input, future)?);
+                    metrics = Some(run_validation(
+                        &task, v, ctx, &mut log, &cur, input, future,
+                    )?);
                 }
             }
             if let Some(p) = pending.take() {
@@ -603,9 +703,9 @@ fn train(ctx: &mut Context, resume: &Resume) -> Result<()> {
         }
         // End of epoch.
         let v = match &valid {
-            Some(v) if cfg.train.valid_every == 0 => {
-                Some(run_validation(&net, v, ctx, &mut log, &cur, input, future)?)
-            }
+            Some(v) if cfg.train.valid_every == 0 => Some(run_validation(
+                &task, v, ctx, &mut log, &cur, input, future,
+            )?),
             _ => None,
         };
         sched.end_epoch(&cfg.optim, cur.epoch as usize, v.as_ref().map(|v| v.loss));
@@ -616,7 +716,9 @@ fn train(ctx: &mut Context, resume: &Resume) -> Result<()> {
         finish_save(ctx, p)?;
     }
     let final_valid = match &valid {
-        Some(v) => Some(run_validation(&net, v, ctx, &mut log, &cur, input, future)?),
+        Some(v) => Some(run_validation(
+            &task, v, ctx, &mut log, &cur, input, future,
+        )?),
         None => None,
     };
     if last_saved != cur.step {
@@ -625,7 +727,14 @@ fn train(ctx: &mut Context, resume: &Resume) -> Result<()> {
     }
     if rank == 0 {
         write_summary(&ctx.run_dir, &cur, last_loss, final_valid.as_ref())?;
-        crate::eval::plot::after_training(&ctx.run_dir, &cfg, &net);
+        match &task {
+            Task::Predict(net) => crate::eval::plot::after_training(&ctx.run_dir, &cfg, net),
+            Task::Activity(..) => {
+                if let Err(e) = crate::eval::plot::write_plots(&ctx.run_dir, &cfg, None) {
+                    tracing::warn!("cannot draw the plots: {e}");
+                }
+            }
+        }
         tracing::info!(
             step = cur.step,
             "training finished: {}",
@@ -648,8 +757,57 @@ fn heartbeat(ctx: &mut Context, cur: &Cursor, total: u64, loss: f64, sps: f64) {
     }
 }
 
+/// What `train` trains: the prediction network, or the activity task with its split labels.
+enum Task {
+    Predict(Network),
+    Activity(Box<activity::ActivityTask>, SplitLabels),
+}
+
+/// Labels of the training and validation splits of an activity run.
+struct SplitLabels {
+    train: Vec<i64>,
+    valid: Vec<i64>,
+}
+
+impl Task {
+    fn new(vs: &VarStore, cfg: &ValidConfig) -> Result<Self> {
+        if !cfg.activity.enabled {
+            return Ok(Task::Predict(Network::new(&vs.root(), &cfg.model)));
+        }
+        if cfg.data.source != convtt_common::config::DataSource::Shards {
+            return Err(Error::Usage(
+                "activity.enabled needs data.source = \"shards\" (a labelled dataset)".into(),
+            ));
+        }
+        let space = activity::LabelSpace::open(cfg)?;
+        let k = space.classes.len();
+        let ds = data::Dataset::open(Path::new(&cfg.data.dataset))?;
+        let train = ds.split(&cfg.data.train_split)?.labels(k)?;
+        let valid = match ds.split(&cfg.data.valid_split) {
+            Ok(s) => s.labels(k)?,
+            Err(_) => Vec::new(),
+        };
+        let task = activity::ActivityTask::new(vs, cfg, space);
+        Ok(Task::Activity(Box::new(task), SplitLabels { train, valid }))
+    }
+
+    fn data_config(&self, cfg: &ValidConfig) -> convtt_common::config::DataConfig {
+        match self {
+            Task::Predict(_) => cfg.data.clone(),
+            Task::Activity(a, _) => a.data_config(&cfg.data),
+        }
+    }
+
+    fn valid_frames(&self, cfg: &ValidConfig) -> usize {
+        match self {
+            Task::Predict(_) => cfg.data.clip_frames(),
+            Task::Activity(a, _) => a.valid_frames(cfg),
+        }
+    }
+}
+
 fn run_validation(
-    net: &Network,
+    task: &Task,
     loader: &Loader,
     ctx: &mut Context,
     log: &mut MetricsLog,
@@ -657,7 +815,19 @@ fn run_validation(
     input: usize,
     future: usize,
 ) -> Result<Validation> {
-    let v = validate(net, loader, ctx.coll.as_mut(), input, future)?;
+    let v = match task {
+        Task::Predict(net) => validate(net, loader, ctx.coll.as_mut(), input, future)?,
+        Task::Activity(a, labels) => {
+            let cfg = ctx.cfg.clone();
+            let (loss, frames, scores) =
+                activity::validate(a, &cfg, loader, &labels.valid, ctx.coll.as_mut())?;
+            Validation {
+                loss,
+                frames,
+                activity: Some(scores),
+            }
+        }
+    };
     let f = &v.frames;
     if ctx.rank() == 0 {
         tracing::info!(
@@ -669,12 +839,30 @@ fn run_validation(
             "valid"
         );
     }
-    log.write(
-        json!({"kind": "valid", "step": cur.step, "epoch": cur.epoch, "loss": v.loss,
+    let mut line = json!({"kind": "valid", "step": cur.step, "epoch": cur.epoch, "loss": v.loss,
         "mse": mean(&f.mse), "mae": mean(&f.mae), "psnr": mean(&f.psnr),
         "ssim": mean(&f.ssim_paper), "ssim_wang2004": mean(&f.ssim_wang),
-        "per_frame": {"mse": f.mse, "mae": f.mae, "psnr": f.psnr, "ssim": f.ssim_paper}}),
-    );
+        "per_frame": {"mse": f.mse, "mae": f.mae, "psnr": f.psnr, "ssim": f.ssim_paper}});
+    if let Some(a) = &v.activity {
+        if ctx.rank() == 0 {
+            tracing::info!(
+                step = cur.step,
+                accuracy = format!("{:.4}", a.accuracy),
+                cross_entropy = format!("{:.4}", a.cross_entropy),
+                "valid activity"
+            );
+        }
+        line["accuracy"] = json!(a.accuracy);
+        line["cross_entropy"] = json!(a.cross_entropy);
+        line["prediction_loss"] = json!(a.prediction_loss);
+        line["accuracy_per_ratio"] = json!(a
+            .ratios
+            .iter()
+            .map(|r| json!({"ratio": r.ratio, "input_frames": r.input_frames,
+                "accuracy": r.accuracy, "groups": r.groups}))
+            .collect::<Vec<_>>());
+    }
+    log.write(line);
     Ok(v)
 }
 
@@ -733,6 +921,12 @@ fn begin_save(
             "schedules".into(),
             toml::Value::try_from(sched).expect("schedules serialise"),
         );
+        if let Some(sc) = &ctx.scaler {
+            state.insert(
+                "loss_scale".into(),
+                toml::Value::try_from(sc).expect("the loss scaler serialises"),
+            );
+        }
         Manifest {
             format_version: FORMAT_VERSION,
             step: cur.step,
@@ -740,7 +934,7 @@ fn begin_save(
             samples_seen: cur.samples_seen,
             world_size: world,
             model_hash: cfg.model_hash(),
-            model: toml::Table::try_from(&cfg.model).expect("model config serialises"),
+            model: cfg.model_table(),
             numel: flat.numel() as u64,
             layout: flat.layout.clone(),
             files: Vec::new(),

@@ -7,9 +7,55 @@
 
 use convtt_common::checkpoint::LayoutEntry;
 use convtt_common::config::OptimConfig;
+use serde::{Deserialize, Serialize};
 use tch::{nn::VarStore, Kind, Tensor};
 
 use crate::error::{Error, Result};
+
+/// Dynamic loss scaling for `train.precision = "fp16"` (the rule of PyTorch's `GradScaler`):
+/// the loss is multiplied by `scale` before backward so small f16 gradients do not flush to
+/// zero; after the all-reduce the flat gradient is divided by it. A step whose gradient holds
+/// an inf or NaN is skipped and the scale halved; after `growth_interval` good steps in a row it
+/// doubles. Every rank sees the same all-reduced gradient, so every rank decides alike.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LossScaler {
+    /// The current factor.
+    pub scale: f64,
+    /// Good steps since the scale last changed.
+    pub good_steps: u64,
+    /// Good steps after which the scale doubles.
+    pub growth_interval: u64,
+}
+
+impl Default for LossScaler {
+    fn default() -> Self {
+        Self {
+            scale: 65536.0,
+            good_steps: 0,
+            growth_interval: 2000,
+        }
+    }
+}
+
+impl LossScaler {
+    /// Unscales the all-reduced `grad` in place and updates the scale. Returns whether the
+    /// gradient is finite, i.e. whether the optimizer may step.
+    pub fn unscale(&mut self, grad: &mut Tensor) -> bool {
+        let _ = grad.g_mul_scalar_(1.0 / self.scale);
+        let finite = grad.isfinite().all().int64_value(&[]) != 0;
+        if finite {
+            self.good_steps += 1;
+            if self.good_steps >= self.growth_interval {
+                self.scale *= 2.0;
+                self.good_steps = 0;
+            }
+        } else {
+            self.scale = (self.scale / 2.0).max(1.0);
+            self.good_steps = 0;
+        }
+        finite
+    }
+}
 
 /// The flat parameter buffer, its Adam moments and the views the model uses.
 pub struct FlatParams {
@@ -185,6 +231,31 @@ mod tests {
             .add(nn::conv2d(&p / "a", 2, 3, 3, Default::default()))
             .add_fn(|x| x.tanh())
             .add(nn::conv2d(&p / "b", 3, 1, 1, Default::default()))
+    }
+
+    /// Finite gradients are unscaled and counted until the scale doubles; an overflow is
+    /// reported (so the step is skipped), halves the scale and restarts the count.
+    #[test]
+    fn loss_scaler_unscales_skips_overflows_and_grows() {
+        let mut s = LossScaler {
+            scale: 8.0,
+            good_steps: 0,
+            growth_interval: 2,
+        };
+        let mut g = Tensor::from_slice(&[8.0f32, -16.0]);
+        assert!(s.unscale(&mut g));
+        assert_eq!(Vec::<f32>::try_from(&g).unwrap(), [1.0, -2.0]);
+        assert_eq!((s.scale, s.good_steps), (8.0, 1));
+        assert!(s.unscale(&mut Tensor::from_slice(&[1.0f32])));
+        assert_eq!(
+            (s.scale, s.good_steps),
+            (16.0, 0),
+            "grows after 2 good steps"
+        );
+        assert!(!s.unscale(&mut Tensor::from_slice(&[f32::INFINITY, 1.0])));
+        assert_eq!((s.scale, s.good_steps), (8.0, 0), "an overflow halves");
+        assert!(!s.unscale(&mut Tensor::from_slice(&[f32::NAN])));
+        assert_eq!(s.scale, 4.0);
     }
 
     #[test]

@@ -49,6 +49,7 @@ pub const RANKING_METRICS: &[&str] = &[
     "valid.mae",
     "valid.psnr",
     "valid.ssim",
+    "valid.accuracy",
 ];
 
 impl CheckpointConfig {

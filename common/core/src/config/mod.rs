@@ -12,6 +12,7 @@
 //! # Ok::<(), convtt_core::config::ConfigErrors>(())
 //! ```
 
+mod activity;
 mod checkpoint;
 mod data;
 mod issues;
@@ -27,13 +28,14 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+pub use activity::{input_frames_for, ActivityConfig};
 pub use checkpoint::{CheckpointConfig, MetricMode, RANKING_METRICS};
 pub use data::{DataConfig, DataSource};
 pub use issues::{ConfigErrors, ConfigIssue};
 pub use launch::LaunchConfig;
 pub use model::{prime_factors, tt_factors, CellKind, InitScheme, ModelConfig};
 pub use optim::{OptimConfig, Schedule};
-pub use sweep::SweepConfig;
+pub use sweep::{metric_mode, CmpOp, Constraint, Operand, SweepConfig};
 pub use train::{DeviceKind, LpipsPreset, Precision, TrainConfig};
 
 use crate::error::{Error, Result};
@@ -56,6 +58,8 @@ pub struct RunConfig {
     pub launch: LaunchConfig,
     /// `[sweep]`
     pub sweep: SweepConfig,
+    /// `[activity]` (early activity recognition; off by default)
+    pub activity: ActivityConfig,
 }
 
 /// A configuration that passed [`RunConfig::validate`]. Constructors may rely on it.
@@ -82,9 +86,33 @@ impl ValidConfig {
 
     /// SHA-256 (hex) of the `[model]` section: checkpoints record it, and resume refuses a
     /// checkpoint whose model differs.
+    ///
+    /// With `activity.enabled` the hash also covers the activity network's architecture keys
+    /// ([`ActivityConfig::architecture`]); otherwise it is the hash of `[model]` alone, so
+    /// configurations without `[activity]` keep their hashes.
     pub fn model_hash(&self) -> String {
-        let text = toml::to_string(&self.0.model).expect("a model config always serialises");
+        let mut text = toml::to_string(&self.0.model).expect("a model config always serialises");
+        if self.0.activity.enabled {
+            text.push_str("\n[activity]\n");
+            text.push_str(
+                &toml::to_string(&self.0.activity.architecture())
+                    .expect("activity architecture serialises"),
+            );
+        }
         hex(&Sha256::digest(text.as_bytes()))
+    }
+
+    /// The model as checkpoint manifests record it: `[model]`, plus an `activity` table of the
+    /// architecture keys when `activity.enabled`.
+    pub fn model_table(&self) -> toml::Table {
+        let mut t = toml::Table::try_from(&self.0.model).expect("model config serialises");
+        if self.0.activity.enabled {
+            t.insert(
+                "activity".into(),
+                toml::Value::Table(self.0.activity.architecture()),
+            );
+        }
+        t
     }
 }
 
@@ -103,7 +131,15 @@ impl RunConfig {
         self.checkpoint.validate(&mut errs);
         self.launch.validate(&mut errs);
         self.sweep.validate(&mut errs, &known_leaf_keys());
+        self.activity.validate(&mut errs);
         // Cross-section checks.
+        if self.activity.enabled && self.model.cell == CellKind::ConvlstmTtd {
+            errs.push(
+                "model.cell",
+                "\"convlstm_ttd\" is a video-prediction baseline; the activity network (activity.enabled) \
+                 takes \"convttlstm\" or \"convlstm\"",
+            );
+        }
         let (workers, what) = if self.launch.gpus > 0 {
             (self.launch.gpus, "launch.gpus")
         } else {
@@ -166,6 +202,7 @@ pub fn parse(
         checkpoint: typed_section("checkpoint", section("checkpoint"), &known, &mut errs),
         launch: typed_section("launch", section("launch"), &known, &mut errs),
         sweep: typed_section("sweep", section("sweep"), &known, &mut errs),
+        activity: typed_section("activity", section("activity"), &known, &mut errs),
     };
     match cfg.validate() {
         Ok(valid) if errs.is_empty() => Ok(valid),
@@ -195,7 +232,7 @@ fn apply_override(table: &mut toml::Table, spec: &str) -> std::result::Result<()
         .split_once('=')
         .ok_or_else(|| "expected section.key=value".to_owned())?;
     let key = key.trim();
-    let parts: Vec<&str> = key.split('.').collect();
+    let parts = split_key(key);
     if parts.len() < 2 || parts.iter().any(|p| p.is_empty()) {
         return Err(format!("expected section.key=value, got key {key:?}"));
     }
@@ -214,8 +251,23 @@ fn apply_override(table: &mut toml::Table, spec: &str) -> std::result::Result<()
             .as_table_mut()
             .ok_or_else(|| format!("{p:?} is a value, not a section"))?;
     }
-    cur.insert(parts[parts.len() - 1].to_owned(), value);
+    cur.insert(parts[parts.len() - 1].clone(), value);
     Ok(())
+}
+
+/// Splits a dotted key at the dots outside double quotes and unquotes the parts, so a sweep
+/// grid entry can be set: `sweep.grid."model.rank"` → `sweep`, `grid`, `model.rank`.
+fn split_key(key: &str) -> Vec<String> {
+    let mut parts = vec![String::new()];
+    let mut quoted = false;
+    for c in key.chars() {
+        match c {
+            '"' => quoted = !quoted,
+            '.' if !quoted => parts.push(String::new()),
+            c => parts.last_mut().expect("one part").push(c),
+        }
+    }
+    parts.into_iter().map(|p| p.trim().to_owned()).collect()
 }
 
 /// The default configuration as a TOML table: the schema of known keys.

@@ -114,29 +114,6 @@ impl ModelConfig {
         }
     }
 
-    /// (name `b{b}l{l}`, input channels Cin, hidden channels Ch) of every recurrent layer, in
-    /// order, by the skip rule of the network (spec §3.1).
-    pub fn layer_channels(&self) -> Vec<(String, usize, usize)> {
-        let w = &self.block_widths;
-        let stride = self.skip_stride;
-        let mut out = Vec::new();
-        for (b, &width) in w.iter().enumerate() {
-            for l in 0..self.layers_per_block {
-                let cin = if l > 0 {
-                    width
-                } else if b == 0 {
-                    self.image_channels
-                } else if b > stride {
-                    w[b - 1] + w[b - 1 - stride]
-                } else {
-                    w[b - 1]
-                };
-                out.push((format!("b{b}l{l}"), cin, width));
-            }
-        }
-        out
-    }
-
     pub(crate) fn validate(&self, errs: &mut ConfigErrors) {
         let fs = self.filter_size;
         check(errs, fs % 2 == 1 && fs <= 15, "model.filter_size", || {
@@ -239,7 +216,15 @@ impl ModelConfig {
         if self.block_widths.contains(&0) || self.image_channels == 0 || self.skip_stride == 0 {
             return; // reported above; the channel plan is meaningless
         }
-        for (name, cin, ch) in self.layer_channels() {
+        if self.block_widths.is_empty() || self.layers_per_block == 0 {
+            return;
+        }
+        for l in crate::summary::layer_plan(self).0 {
+            let (name, cin, ch) = (
+                l.name,
+                l.input_channels as usize,
+                l.hidden_channels as usize,
+            );
             for (what, n) in [
                 ("input channels Cin + Ch", cin + ch),
                 ("outputs 4·Ch", 4 * ch),

@@ -119,6 +119,22 @@ fn overrides_take_toml_values_or_bare_strings() {
 }
 
 #[test]
+fn a_sweep_grid_entry_can_be_set_with_a_quoted_key() {
+    let cfg = parse(
+        "",
+        None,
+        &[
+            "sweep.grid.\"model.rank\"=[2, 4]",
+            "sweep.grid.\"model.order\" = [1]",
+        ],
+    )
+    .unwrap();
+    let keys: Vec<&String> = cfg.sweep.grid.keys().collect();
+    assert_eq!(keys, ["model.order", "model.rank"]);
+    assert_eq!(cfg.sweep.grid["model.rank"].len(), 2);
+}
+
+#[test]
 fn bad_overrides_are_reported_with_the_flag() {
     let found = issues("", &["model.order", "modle.order=2", "model.rank=zero"]);
     assert_eq!(found.len(), 3, "{found:#?}");
@@ -263,4 +279,69 @@ fn tt_filter_size_is_odd_at_most_the_filter_and_only_for_the_tt_cell() {
         let found = issues(&format!("[model]\n{bad}\n"), NONE);
         assert_eq!(found[0].path, "model.tt_filter_size", "{bad}: {found:#?}");
     }
+}
+
+#[test]
+fn activity_keys_hash_only_when_enabled_and_only_the_architecture() {
+    // The hash of a config without [activity] is the hash of [model] alone (as before the
+    // section existed), whatever the disabled section says.
+    let plain = parse("", None, NONE).unwrap();
+    let model_only = {
+        let text = toml::to_string(&plain.model).unwrap();
+        hex(&Sha256::digest(text.as_bytes()))
+    };
+    assert_eq!(plain.model_hash(), model_only);
+    let off = parse("[activity]\nhidden_channels = 7\n", None, NONE).unwrap();
+    assert_eq!(off.model_hash(), model_only);
+    assert!(!plain.model_table().contains_key("activity"));
+
+    let on = |extra: &[&str]| {
+        let mut o = vec!["activity.enabled=true", "activity.classes=4"];
+        o.extend_from_slice(extra);
+        parse("", None, &o).unwrap()
+    };
+    let base = on(&[]);
+    assert_ne!(base.model_hash(), model_only);
+    assert!(base.model_table()["activity"]
+        .as_table()
+        .unwrap()
+        .contains_key("recurrent_layers"));
+    // Training keys leave the hash alone; architecture keys change it.
+    assert_eq!(
+        on(&[
+            "activity.prediction_weight=0.5",
+            "activity.input_ratio=0.25"
+        ])
+        .model_hash(),
+        base.model_hash()
+    );
+    assert_ne!(on(&["activity.classes=5"]).model_hash(), base.model_hash());
+    assert_ne!(
+        on(&["activity.recurrent_layers=2"]).model_hash(),
+        base.model_hash()
+    );
+}
+
+#[test]
+fn activity_mistakes_name_their_keys() {
+    let got = issues(
+        "[activity]\nenabled = true\nencoder_channels = [8]\ninput_ratio = 1.5\neval_ratios = [0.5, 0]\nprediction_weight = -1\n",
+        NONE,
+    );
+    let keys: Vec<&str> = got.iter().map(|i| i.path.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "activity.classes",
+            "activity.encoder_channels",
+            "activity.prediction_weight",
+            "activity.input_ratio",
+            "activity.eval_ratios[1]"
+        ],
+        "{got:?}"
+    );
+    assert!(got[0].msg.contains("class list"), "{got:?}");
+    assert_eq!(input_frames_for(0.25, 20), 5);
+    assert_eq!(input_frames_for(0.5, 20), 10);
+    assert_eq!(input_frames_for(0.01, 20), 1);
 }

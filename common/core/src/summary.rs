@@ -1,6 +1,8 @@
 //! Parameter, FLOP and activation-memory accounting from a [`ModelConfig`] alone (spec §2.2,
-//! §3.4–§3.6), for `convtt-worker model-info` and sanity checks. Pure arithmetic; the tests
-//! check it against built networks and the spec's tables.
+//! §3.4–§3.6), for `convtt-worker model-info`, `convtt-launch sweep plan` (which must not link
+//! libtorch, hence this lives in convtt-core) and sanity checks. Pure arithmetic; the tests check
+//! it against the spec's tables here and against built networks in `convtt-common`
+//! (`model::network` tests).
 //!
 //! Counting rules:
 //! * Parameters: every weight and bias element. With `model.tt_filter_size` < `filter_size` the
@@ -21,9 +23,57 @@
 
 use serde::Serialize;
 
-use super::network::{layer_plan, LayerSpec};
-use super::ttd_conv_lstm_cell::TtdConvLstmCellConfig;
-use crate::config::{CellKind, ModelConfig};
+use crate::config::{tt_factors, CellKind, ModelConfig};
+
+/// Position and channel counts of one recurrent layer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerSpec {
+    /// `b{block}l{layer}`.
+    pub name: String,
+    /// Block index.
+    pub block: usize,
+    /// Layer index within the block.
+    pub index: usize,
+    /// Input channels Cin.
+    pub input_channels: i64,
+    /// Hidden channels Ch.
+    pub hidden_channels: i64,
+}
+
+/// The recurrent layers in order and the output head's input channels, per the skip rule in
+/// the module docs (the reference constructor's channel arithmetic).
+pub fn layer_plan(cfg: &ModelConfig) -> (Vec<LayerSpec>, i64) {
+    let w: Vec<i64> = cfg.block_widths.iter().map(|&w| w as i64).collect();
+    let stride = cfg.skip_stride;
+    let mut layers = Vec::new();
+    for (b, &width) in w.iter().enumerate() {
+        for l in 0..cfg.layers_per_block {
+            let input_channels = if l > 0 {
+                width
+            } else if b == 0 {
+                cfg.image_channels as i64
+            } else if b > stride {
+                w[b - 1] + w[b - 1 - stride]
+            } else {
+                w[b - 1]
+            };
+            layers.push(LayerSpec {
+                name: format!("b{b}l{l}"),
+                block: b,
+                index: l,
+                input_channels,
+                hidden_channels: width,
+            });
+        }
+    }
+    let last = w.len() - 1;
+    let head = if last >= stride {
+        w[last] + w[last - stride]
+    } else {
+        w[last]
+    };
+    (layers, head)
+}
 
 /// Accounting for one recurrent layer (or the head).
 #[derive(Debug, Clone, Serialize)]
@@ -90,21 +140,31 @@ fn layer_weights(cfg: &ModelConfig, l: &LayerSpec) -> i64 {
 /// classic-TTD cell stores tensor-train cores instead of its dense kernel.
 fn layer_stored_weights(cfg: &ModelConfig, l: &LayerSpec) -> i64 {
     match cfg.cell {
-        CellKind::ConvlstmTtd => ttd_config(cfg, l).parameters() - 4 * l.hidden_channels,
+        CellKind::ConvlstmTtd => ttd_core_elements(cfg, l.input_channels, l.hidden_channels),
         _ => layer_weights(cfg, l),
     }
 }
 
-/// The factorisation of a classic-TTD layer (the config must be validated).
-fn ttd_config(cfg: &ModelConfig, l: &LayerSpec) -> TtdConvLstmCellConfig {
-    TtdConvLstmCellConfig::factorised(
-        l.input_channels,
-        l.hidden_channels,
-        cfg.filter_size as i64,
-        &cfg.ttd_rank_list(),
-        cfg.init,
-    )
-    .expect("validated: every channel count factors into ttd_order factors")
+/// Elements of a classic-TTD layer's cores: k²·r_1 + Σ r_i·c_i·s_i·r_{i+1} with Cin + Ch =
+/// Π c_i and 4·Ch = Π s_i split by [`tt_factors`] (the config must be validated).
+pub fn ttd_core_elements(cfg: &ModelConfig, input_channels: i64, hidden_channels: i64) -> i64 {
+    let ranks: Vec<i64> = cfg.ttd_rank_list().iter().map(|&r| r as i64).collect();
+    let d = ranks.len();
+    let factors = |n: i64| {
+        tt_factors(n as usize, d)
+            .expect("validated: every channel count factors into ttd_order factors")
+    };
+    let (cin, cout) = (
+        factors(input_channels + hidden_channels),
+        factors(4 * hidden_channels),
+    );
+    let k2 = (cfg.filter_size * cfg.filter_size) as i64;
+    let mut total = k2 * ranks[0];
+    for i in 0..d {
+        let next = if i + 1 < d { ranks[i + 1] } else { 1 };
+        total += ranks[i] * cin[i] as i64 * cout[i] as i64 * next;
+    }
+    total
 }
 
 fn layer_biases(cfg: &ModelConfig, l: &LayerSpec) -> i64 {

@@ -1,0 +1,83 @@
+//! How this thread computes the model — reduced-precision convolutions, the fused cell update —
+//! without changing what it computes or its parameters.
+//!
+//! Like libtorch's autocast state the setting is thread-local and scoped: a worker enters a
+//! [`ComputeMode`] for its training thread from `[train]` and the cells read it, so the model's
+//! signatures (and the golden tests) stay as they are.
+
+use std::cell::Cell;
+
+use tch::Kind;
+
+use crate::config::{Precision, TrainConfig};
+
+thread_local! {
+    static MODE: Cell<ComputeMode> = const { Cell::new(ComputeMode::REFERENCE) };
+}
+
+/// The compute settings of the current thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ComputeMode {
+    /// The dtype convolutions compute in (None: their input's own). With `Some(kind)` every
+    /// [`Conv::forward`](super::Conv::forward) casts input, weight and bias to `kind` (bf16 or
+    /// f16), convolves and casts the result back; gates, cell update, skips, loss and the f32
+    /// master weights that gradients flow back to through the casts stay f32. That is the
+    /// policy of PyTorch's autocast for `conv2d` (which tch cannot switch to bf16), applied to
+    /// the operations that carry nearly all of the model's FLOPs, on CPU and CUDA alike.
+    pub conv_kind: Option<Kind>,
+    /// The LSTM cell update in fewer element-wise kernels (one sigmoid over the three
+    /// contiguous sigmoid gates, `addcmul` for the new cell state) instead of the reference's
+    /// one kernel per gate and product. Same values up to float rounding.
+    pub fused_cell_update: bool,
+}
+
+impl Default for ComputeMode {
+    fn default() -> Self {
+        Self::REFERENCE
+    }
+}
+
+/// Restores the previous [`ComputeMode`] when dropped.
+#[must_use = "the mode lasts as long as the guard"]
+#[derive(Debug)]
+pub struct ComputeGuard {
+    previous: ComputeMode,
+}
+
+impl Drop for ComputeGuard {
+    fn drop(&mut self) {
+        MODE.with(|m| m.set(self.previous));
+    }
+}
+
+impl ComputeMode {
+    /// Full precision, one kernel per operation: the reference's arithmetic.
+    pub const REFERENCE: Self = Self {
+        conv_kind: None,
+        fused_cell_update: false,
+    };
+
+    /// The mode `[train]` asks for (`precision`, `fused_cell_update`).
+    pub fn for_config(train: &TrainConfig) -> Self {
+        Self {
+            conv_kind: match train.precision {
+                Precision::F32 => None,
+                Precision::Bf16 => Some(Kind::BFloat16),
+                Precision::Fp16 => Some(Kind::Half),
+            },
+            fused_cell_update: train.fused_cell_update,
+        }
+    }
+
+    /// This thread computes in `self` until the guard is dropped. Guards nest.
+    pub fn enter(self) -> ComputeGuard {
+        ComputeGuard {
+            previous: MODE.with(|m| m.replace(self)),
+        }
+    }
+
+    /// The current thread's mode.
+    pub fn current() -> Self {
+        MODE.with(Cell::get)
+    }
+}

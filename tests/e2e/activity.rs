@@ -333,11 +333,21 @@ fn import_frames_with_csv_and_ssv2_labels() {
             "--skip-other-classes",
         ],
     );
-    // … unless the other classes are left out on purpose (SSv2's 41-class subset).
-    let o = ssv2(
-        &["--classes", &s(&p("classes.txt")), "--skip-other-classes"],
+    // … unless the other classes are left out on purpose (SSv2's 41-class subset); the
+    // unlisted video 999 still needs --skip-unlabelled.
+    let subset = |extra: &[&str], out: &str| {
+        let mut a = vec!["--classes", "", "--skip-other-classes"];
+        let list = s(&p("classes.txt"));
+        a[1] = &list;
+        a.extend(extra);
+        ssv2(&a, out)
+    };
+    refused(
+        &subset(&[], "subset"),
         "subset",
+        &["video \"999\" has no label"],
     );
+    let o = subset(&["--skip-unlabelled"], "subset");
     assert_eq!(o.status.code(), Some(0), "{}", texts(&o).1);
     assert_eq!(shard_labels(&p("subset/train/shard-00000.h5")), [0]);
     std::fs::write(p("dup.csv"), "v1,walking\nv2,boxing\nv1,boxing\n").unwrap();

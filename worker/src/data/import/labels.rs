@@ -404,6 +404,17 @@ pub enum VideoLabel {
     Skip,
 }
 
+/// What the label files say about one clip.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Entry {
+    /// Its class index.
+    Class(i64),
+    /// Listed without a label (SSv2's test split).
+    Unlabelled,
+    /// A class outside the class list, left out with `--skip-other-classes`.
+    OtherClass,
+}
+
 /// The loaded labels: class list, groups, and each clip's class index.
 #[derive(Debug, Clone)]
 pub struct Labels {
@@ -411,8 +422,8 @@ pub struct Labels {
     pub classes: Vec<String>,
     /// Class → group.
     pub groups: BTreeMap<String, String>,
-    /// Clip name → class index (`None`: unlabelled or, when skipped, another class).
-    clips: HashMap<String, Option<i64>>,
+    /// Clip name → what the label files say.
+    clips: HashMap<String, Entry>,
     files: Vec<PathBuf>,
     skip_unlabelled: bool,
 }
@@ -477,10 +488,10 @@ impl Labels {
                 ));
             }
             let label = match &r.class {
-                None => None,
+                None => Entry::Unlabelled,
                 Some(c) => match index.get(c.as_str()) {
-                    Some(&k) => Some(k),
-                    None if args.skip_other_classes => None,
+                    Some(&k) => Entry::Class(k),
+                    None if args.skip_other_classes => Entry::OtherClass,
                     None => {
                         let (list, _) = fixed.as_ref().expect("derived lists hold every class");
                         return Err(data_err(
@@ -510,7 +521,7 @@ impl Labels {
             groups,
             clips,
             files: args.labels.clone(),
-            skip_unlabelled: args.skip_unlabelled || args.skip_other_classes,
+            skip_unlabelled: args.skip_unlabelled,
         })
     }
 
@@ -521,8 +532,9 @@ impl Labels {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         match self.clips.get(&name) {
-            Some(Some(k)) => Ok(VideoLabel::Class(*k)),
-            Some(None) if self.skip_unlabelled => Ok(VideoLabel::Skip),
+            Some(Entry::Class(k)) => Ok(VideoLabel::Class(*k)),
+            Some(Entry::OtherClass) => Ok(VideoLabel::Skip),
+            Some(Entry::Unlabelled) if self.skip_unlabelled => Ok(VideoLabel::Skip),
             None if self.skip_unlabelled => Ok(VideoLabel::Skip),
             found => {
                 let files: Vec<String> =
@@ -796,6 +808,11 @@ mod tests {
         assert_eq!(l.classes, ["walk", "run"]);
         assert_eq!(l.video(Path::new("v1")).unwrap(), VideoLabel::Class(1));
         assert_eq!(l.video(Path::new("v2")).unwrap(), VideoLabel::Skip);
+        // … but a video the files do not list is still an error without --skip-unlabelled.
+        assert!(l.video(Path::new("v3")).is_err());
+        args.skip_unlabelled = true;
+        let l = Labels::from_rows(&args, rows("v1,run\nv2,wak\n")).unwrap();
+        assert_eq!(l.video(Path::new("v3")).unwrap(), VideoLabel::Skip);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

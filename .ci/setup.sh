@@ -15,7 +15,8 @@ venv="${CONVTT_VENV:-$root/.venv}"
 say() { printf 'setup: %s\n' "$*" >&2; }
 
 # --- Debian packages ----------------------------------------------------------------------------
-apt_packages=(libhdf5-dev libopenmpi-dev openmpi-bin clang libclang-dev pkg-config)
+# slurm-wlm + munge: the end-to-end Slurm test starts a single-node cluster (.ci/slurm-cluster.sh).
+apt_packages=(libhdf5-dev libopenmpi-dev openmpi-bin clang libclang-dev pkg-config slurm-wlm munge)
 if [[ "${CONVTT_SKIP_APT:-0}" != 1 ]]; then
   missing=()
   for p in "${apt_packages[@]}"; do

@@ -5,6 +5,7 @@
 //!               [--max-restarts K] [--set k=v …] [--worker PATH]
 //! convtt-launch doctor [--gpus N | --cpu-workers N] [--config FILE]
 //! convtt-launch check --config FILE [--set k=v …]
+//! convtt-launch sweep plan|run|submit|task|report …
 //! ```
 
 use std::path::PathBuf;
@@ -134,6 +135,95 @@ pub enum Command {
         /// Override a config key (repeatable).
         #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
         overrides: Vec<String>,
+    },
+    /// Hyper-parameter sweeps over the config's `[sweep]` grid (the paper's S/N/C/M grid),
+    /// locally or as a Slurm job array.
+    Sweep {
+        /// What to do.
+        #[command(subcommand)]
+        command: SweepCommand,
+    },
+}
+
+/// `convtt-launch sweep …`.
+#[derive(Debug, Subcommand)]
+pub enum SweepCommand {
+    /// Print the trial table (grid values, seed, parameters, FLOPs); writes nothing.
+    Plan {
+        /// The sweep's base config (with its `[sweep]` section) and overrides.
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Run the trials on this machine, K at a time, skipping finished ones; resumable.
+    Run {
+        /// The sweep's base config and overrides.
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Run on this machine (required: `sweep submit` is the Slurm way).
+        #[arg(long)]
+        local: bool,
+        /// Trials at a time (each on its own CPU group or GPUs).
+        #[arg(long, value_name = "K", default_value_t = 1)]
+        parallel: usize,
+        /// Sweep directory (default `runs/sweep-{launch.name}`).
+        #[arg(long, value_name = "DIR")]
+        sweep_dir: Option<PathBuf>,
+        /// Try failed trials again even when their retry budget is spent.
+        #[arg(long)]
+        retry_failed: bool,
+        /// The worker binary for the trials' launchers.
+        #[arg(long, value_name = "PATH")]
+        worker: Option<PathBuf>,
+    },
+    /// Write `<sweep>/sweep.sbatch` (one array task per unfinished trial) and submit it.
+    Submit {
+        /// The sweep's base config and overrides.
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Sweep directory (default `runs/sweep-{launch.name}`).
+        #[arg(long, value_name = "DIR")]
+        sweep_dir: Option<PathBuf>,
+        /// sbatch template (default: the built-in `slurm/sweep.sbatch`).
+        #[arg(long, value_name = "FILE")]
+        template: Option<PathBuf>,
+        /// Only write the script; do not call sbatch.
+        #[arg(long)]
+        dry_run: bool,
+        /// An extra sbatch option, e.g. `--sbatch-arg=--time=2:00:00` (repeatable; overrides
+        /// the script's directives).
+        #[arg(long = "sbatch-arg", value_name = "OPTION", allow_hyphen_values = true)]
+        sbatch_args: Vec<String>,
+        /// CPUs per array task (default: `launch.cpu_workers`, or 8 per GPU).
+        #[arg(long, value_name = "N")]
+        cpus_per_task: Option<usize>,
+        /// Resubmit failed trials even when their retry budget is spent.
+        #[arg(long)]
+        retry_failed: bool,
+        /// The worker binary for the trials' launchers.
+        #[arg(long, value_name = "PATH")]
+        worker: Option<PathBuf>,
+    },
+    /// Run one trial (what each array task and each local slot runs).
+    Task {
+        /// The sweep directory (holding `manifest.toml`).
+        #[arg(long, value_name = "DIR")]
+        sweep_dir: PathBuf,
+        /// The trial's index (`$SLURM_ARRAY_TASK_ID`).
+        #[arg(long, value_name = "I")]
+        index: usize,
+        /// The worker binary for the trial's launcher.
+        #[arg(long, value_name = "PATH")]
+        worker: Option<PathBuf>,
+    },
+    /// Every trial's summary in one table: report.csv, report.md and the report.png bubble
+    /// chart in the sweep directory; prints the Markdown table.
+    Report {
+        /// The sweep directory.
+        #[arg(long, value_name = "DIR")]
+        sweep_dir: PathBuf,
+        /// Rank by this validation metric (default: `sweep.metric`).
+        #[arg(long, value_name = "METRIC")]
+        metric: Option<String>,
     },
 }
 

@@ -7,7 +7,8 @@
 //! Module map: [`plan`] (what runs where), [`topology`] (sysfs → CPU sets), [`slurm`] (Slurm
 //! environment, hostlists), [`cluster`] (MPI between launchers), [`agent`] (the worker socket),
 //! [`child`] (one worker process), [`supervisor`] (attempts and restarts), [`restart`] (the pure
-//! policy), [`shutdown`] (signals), [`console`] (terminal output).
+//! policy), [`shutdown`] (signals), [`console`] (terminal output), [`sweep`] (hyper-parameter sweeps,
+//! locally and as Slurm job arrays).
 #![warn(missing_docs)]
 // `deny`, not `forbid`: the pre-exec hook in `sys.rs` (between fork and exec) needs `unsafe`,
 // and only that module allows it.
@@ -25,6 +26,7 @@ pub mod restart;
 pub mod shutdown;
 pub mod slurm;
 pub mod supervisor;
+pub mod sweep;
 mod sys;
 pub mod topology;
 
@@ -44,6 +46,68 @@ pub fn run(cli: cli::Cli) -> Result<()> {
             config,
             overrides,
         }) => node::doctor(&count, config.as_deref(), &overrides),
+        Some(cli::Command::Sweep { command }) => sweep_command(command),
         None => node::launch(cli.run),
+    }
+}
+
+fn sweep_command(c: cli::SweepCommand) -> Result<()> {
+    use cli::SweepCommand as S;
+    match c {
+        S::Plan { config } => sweep::cmd_plan(&config.config, &config.overrides),
+        S::Run {
+            config,
+            local,
+            parallel,
+            sweep_dir,
+            retry_failed,
+            worker,
+        } => {
+            if !local {
+                return Err(Error::Usage(
+                    "`sweep run` runs trials on this machine and needs --local; use `sweep \
+                     submit` for a Slurm job array"
+                        .into(),
+                ));
+            }
+            let planned = sweep::plan_sweep(&config.config, &config.overrides)?;
+            let dir = sweep::default_dir(&planned.base, sweep_dir.as_deref());
+            let opts = sweep::local::LocalOptions {
+                parallel,
+                retry_failed,
+                worker,
+            };
+            sweep::local::run_local(&dir, &planned, &opts)
+        }
+        S::Submit {
+            config,
+            sweep_dir,
+            template,
+            dry_run,
+            sbatch_args,
+            cpus_per_task,
+            retry_failed,
+            worker,
+        } => {
+            let planned = sweep::plan_sweep(&config.config, &config.overrides)?;
+            let dir = sweep::default_dir(&planned.base, sweep_dir.as_deref());
+            let opts = sweep::slurm::SubmitOptions {
+                template,
+                dry_run,
+                sbatch_args,
+                cpus_per_task,
+                retry_failed,
+                worker,
+            };
+            sweep::slurm::submit(&dir, &planned, &opts)
+        }
+        S::Task {
+            sweep_dir,
+            index,
+            worker,
+        } => sweep::task::cmd_task(&sweep::SweepDir(sweep_dir), index, worker.as_deref()),
+        S::Report { sweep_dir, metric } => {
+            sweep::report::cmd_report(&sweep::SweepDir(sweep_dir), metric.as_deref())
+        }
     }
 }

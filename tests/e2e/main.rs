@@ -23,3 +23,6 @@ mod eval;
 
 /// Early activity recognition: labelled data → launch → checkpoint → eval, label errors.
 mod activity;
+/// `convtt-launch sweep`: plan, local sweeps (report, plot, skip, failure marking, resume after
+/// an interruption) and a real single-node Slurm cluster running a job array and a training job.
+mod sweep;

@@ -14,7 +14,10 @@ pub mod env;
 mod error;
 pub mod exit;
 pub mod fsutil;
+pub mod plot;
 pub mod protocol;
+pub mod summary;
+pub mod sweep;
 pub mod telemetry;
 
 pub use env::{WorkerDevice, WorkerEnv};

@@ -50,7 +50,7 @@ pub mod init;
 pub mod io;
 pub mod network;
 pub mod state;
-pub mod summary;
+pub use convtt_core::summary;
 
 #[cfg(test)]
 mod golden;

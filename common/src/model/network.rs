@@ -25,55 +25,7 @@ use super::state::{CellState, NetState};
 use crate::config::{CellKind, ModelConfig};
 use crate::error::{Error, Result};
 
-/// Position and channel counts of one recurrent layer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LayerSpec {
-    /// `b{block}l{layer}`.
-    pub name: String,
-    /// Block index.
-    pub block: usize,
-    /// Layer index within the block.
-    pub index: usize,
-    /// Input channels Cin.
-    pub input_channels: i64,
-    /// Hidden channels Ch.
-    pub hidden_channels: i64,
-}
-
-/// The recurrent layers in order and the output head's input channels, per the skip rule in
-/// the module docs (the reference constructor's channel arithmetic).
-pub fn layer_plan(cfg: &ModelConfig) -> (Vec<LayerSpec>, i64) {
-    let w: Vec<i64> = cfg.block_widths.iter().map(|&w| w as i64).collect();
-    let stride = cfg.skip_stride;
-    let mut layers = Vec::new();
-    for (b, &width) in w.iter().enumerate() {
-        for l in 0..cfg.layers_per_block {
-            let input_channels = if l > 0 {
-                width
-            } else if b == 0 {
-                cfg.image_channels as i64
-            } else if b > stride {
-                w[b - 1] + w[b - 1 - stride]
-            } else {
-                w[b - 1]
-            };
-            layers.push(LayerSpec {
-                name: format!("b{b}l{l}"),
-                block: b,
-                index: l,
-                input_channels,
-                hidden_channels: width,
-            });
-        }
-    }
-    let last = w.len() - 1;
-    let head = if last >= stride {
-        w[last] + w[last - stride]
-    } else {
-        w[last]
-    };
-    (layers, head)
-}
+pub use convtt_core::summary::{layer_plan, LayerSpec};
 
 /// One recurrent layer's cell.
 #[derive(Debug)]
@@ -663,6 +615,56 @@ mod tests {
                 .sum();
             assert_eq!(got, want, "{cfg:?}");
             assert_eq!(summary::total_parameters(&cfg), want);
+        }
+    }
+
+    /// `convtt-launch sweep plan` counts parameters with `convtt_core::summary` (no libtorch):
+    /// the formula equals the built network across the paper's S/N/C/M grid corners, the
+    /// ConvLSTM baseline and narrow, unusual layouts.
+    #[test]
+    fn summary_formula_equals_built_networks_across_the_sncm_grid() {
+        let narrow = |s: usize, n: usize, c: usize, m: usize| ModelConfig {
+            filter_size: s,
+            order: n,
+            rank: c,
+            steps: m,
+            block_widths: vec![8, 8, 8, 8],
+            layers_per_block: 1,
+            ..released()
+        };
+        let mut cases = vec![
+            narrow(3, 1, 4, 1),
+            narrow(3, 2, 8, 3),
+            narrow(5, 3, 16, 5),
+            narrow(5, 5, 4, 5),
+            narrow(3, 5, 16, 5),
+            ModelConfig {
+                image_channels: 3,
+                block_widths: vec![6, 10, 4],
+                skip_stride: 1,
+                ..narrow(5, 2, 8, 3)
+            },
+            ModelConfig {
+                cell: CellKind::Convlstm,
+                ..narrow(3, 1, 4, 1)
+            },
+        ];
+        cases.push(ModelConfig {
+            filter_size: 3,
+            order: 1,
+            rank: 16,
+            steps: 5,
+            ..released()
+        });
+        for cfg in cases {
+            let vs = nn::VarStore::new(Device::Cpu);
+            let _net = Network::new(&vs.root(), &cfg);
+            let built: i64 = vs
+                .trainable_variables()
+                .iter()
+                .map(|t| t.numel() as i64)
+                .sum();
+            assert_eq!(summary::total_parameters(&cfg), built, "{cfg:?}");
         }
     }
 

@@ -812,7 +812,7 @@ pub fn write_strip(path: &Path, clip: &[u8], [t, c, h, w]: [usize; 4]) -> Result
     write_png(path, &px, width, h, out_c)
 }
 
-/// Writes 8-bit pixels `[height, width, channels]` (1: gray, 3: RGB) as a PNG.
+/// Writes 8-bit pixels as a PNG ([`convtt_core::plot::write_png`], shared with the plots).
 pub fn write_png(
     path: &Path,
     px: &[u8],
@@ -820,22 +820,16 @@ pub fn write_png(
     height: usize,
     channels: usize,
 ) -> Result<()> {
-    debug_assert_eq!(px.len(), width * height * channels);
-    let err = |e: String| Error::Io {
-        path: path.to_owned(),
-        err: std::io::Error::other(e),
-    };
-    let file = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
-    let mut enc = png::Encoder::new(std::io::BufWriter::new(file), width as u32, height as u32);
-    enc.set_color(if channels == 3 {
-        png::ColorType::Rgb
-    } else {
-        png::ColorType::Grayscale
-    });
-    enc.set_depth(png::BitDepth::Eight);
-    let mut wr = enc.write_header().map_err(|e| err(e.to_string()))?;
-    wr.write_image_data(px).map_err(|e| err(e.to_string()))?;
-    wr.finish().map_err(|e| err(e.to_string()))
+    convtt_core::plot::write_png(path, px, width, height, channels).map_err(io_error)
+}
+
+/// A core error with the worker's I/O variant kept as such (a PNG that cannot be written is an
+/// I/O failure, not a data error).
+pub(crate) fn io_error(e: convtt_core::Error) -> Error {
+    match e {
+        convtt_core::Error::Io { path, err } => Error::Io { path, err },
+        e => e.into(),
+    }
 }
 
 fn bench(a: BenchArgs) -> Result<()> {

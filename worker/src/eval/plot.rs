@@ -3,31 +3,22 @@
 //! and `prediction.png` (validation clip 0: input | truth | prediction).
 //!
 //! Rank 0 draws them at the end of training; `convtt-worker plot --run-dir R` redraws them from
-//! the run's `config.toml`, `metrics.jsonl` and newest checkpoint. Charts use plotters' bitmap
-//! backend; text is rendered with ab_glyph from a DejaVu Sans subset embedded in the binary
-//! (`worker/assets/fonts`), so no system font library is needed.
+//! the run's `config.toml`, `metrics.jsonl` and newest checkpoint. The chart plumbing (bitmap
+//! backend, embedded font, PNG) is `convtt_core::plot`, shared with the launcher's sweep report.
 
 use std::path::{Path, PathBuf};
-use std::sync::Once;
 
 use convtt_common::config::ValidConfig;
 use convtt_common::model::Network;
+use convtt_core::plot::{span, DrawResult};
 use plotters::prelude::*;
 
 use crate::checkpoint::Resume;
-use crate::data::tool::write_png;
 use crate::error::{Error, Result};
 
-/// The embedded font (DejaVu Sans, ASCII and a few symbols; see its LICENSE file).
-static FONT: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans-subset.ttf");
-
-fn register_font() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        if plotters::style::register_font("sans-serif", FontStyle::Normal, FONT).is_err() {
-            tracing::warn!("the embedded plot font does not load; plots will lack text");
-        }
-    });
+/// [`convtt_core::plot::render`] with the worker's error type.
+fn render(path: &Path, size: (u32, u32), draw: impl FnOnce(&mut [u8]) -> DrawResult) -> Result<()> {
+    convtt_core::plot::render(path, size, draw).map_err(crate::data::tool::io_error)
 }
 
 /// What `metrics.jsonl` holds for the plots.
@@ -73,38 +64,6 @@ pub fn parse_metrics(text: &str) -> Series {
         }
     }
     s
-}
-
-type DrawResult = std::result::Result<(), Box<dyn std::error::Error>>;
-
-/// Draws into an RGB buffer of `size` with `draw`, then writes the PNG.
-fn render(path: &Path, size: (u32, u32), draw: impl FnOnce(&mut [u8]) -> DrawResult) -> Result<()> {
-    register_font();
-    let mut buf = vec![255u8; size.0 as usize * size.1 as usize * 3];
-    draw(&mut buf).map_err(|e| Error::Io {
-        path: path.to_owned(),
-        err: std::io::Error::other(format!("cannot draw the plot: {e}")),
-    })?;
-    write_png(path, &buf, size.0 as usize, size.1 as usize, 3)
-}
-
-/// `lo..hi` around `values`, padded by 5 % (and by `top` × 5 % above, room for the legend),
-/// never empty.
-fn span(values: impl Iterator<Item = f64>, top: f64) -> std::ops::Range<f64> {
-    let (lo, hi) = values
-        .filter(|v| v.is_finite())
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
-            (a.min(v), b.max(v))
-        });
-    if !lo.is_finite() {
-        return 0.0..1.0;
-    }
-    let pad = if hi > lo {
-        (hi - lo) * 0.05
-    } else {
-        lo.abs().max(1.0) * 0.05
-    };
-    lo - pad..hi + top * pad
 }
 
 /// Tick labels of a step axis: whole numbers without decimals.

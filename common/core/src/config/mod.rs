@@ -35,7 +35,7 @@ pub use issues::{ConfigErrors, ConfigIssue};
 pub use launch::LaunchConfig;
 pub use model::{CellKind, InitScheme, ModelConfig};
 pub use optim::{OptimConfig, Schedule};
-pub use sweep::SweepConfig;
+pub use sweep::{metric_mode, CmpOp, Constraint, Operand, SweepConfig};
 pub use train::{DeviceKind, Precision, TrainConfig};
 
 use crate::error::{Error, Result};
@@ -225,7 +225,7 @@ fn apply_override(table: &mut toml::Table, spec: &str) -> std::result::Result<()
         .split_once('=')
         .ok_or_else(|| "expected section.key=value".to_owned())?;
     let key = key.trim();
-    let parts: Vec<&str> = key.split('.').collect();
+    let parts = split_key(key);
     if parts.len() < 2 || parts.iter().any(|p| p.is_empty()) {
         return Err(format!("expected section.key=value, got key {key:?}"));
     }
@@ -244,8 +244,23 @@ fn apply_override(table: &mut toml::Table, spec: &str) -> std::result::Result<()
             .as_table_mut()
             .ok_or_else(|| format!("{p:?} is a value, not a section"))?;
     }
-    cur.insert(parts[parts.len() - 1].to_owned(), value);
+    cur.insert(parts[parts.len() - 1].clone(), value);
     Ok(())
+}
+
+/// Splits a dotted key at the dots outside double quotes and unquotes the parts, so a sweep
+/// grid entry can be set: `sweep.grid."model.rank"` → `sweep`, `grid`, `model.rank`.
+fn split_key(key: &str) -> Vec<String> {
+    let mut parts = vec![String::new()];
+    let mut quoted = false;
+    for c in key.chars() {
+        match c {
+            '"' => quoted = !quoted,
+            '.' if !quoted => parts.push(String::new()),
+            c => parts.last_mut().expect("one part").push(c),
+        }
+    }
+    parts.into_iter().map(|p| p.trim().to_owned()).collect()
 }
 
 /// The default configuration as a TOML table: the schema of known keys.

@@ -119,6 +119,22 @@ fn overrides_take_toml_values_or_bare_strings() {
 }
 
 #[test]
+fn a_sweep_grid_entry_can_be_set_with_a_quoted_key() {
+    let cfg = parse(
+        "",
+        None,
+        &[
+            "sweep.grid.\"model.rank\"=[2, 4]",
+            "sweep.grid.\"model.order\" = [1]",
+        ],
+    )
+    .unwrap();
+    let keys: Vec<&String> = cfg.sweep.grid.keys().collect();
+    assert_eq!(keys, ["model.order", "model.rank"]);
+    assert_eq!(cfg.sweep.grid["model.rank"].len(), 2);
+}
+
+#[test]
 fn bad_overrides_are_reported_with_the_flag() {
     let found = issues("", &["model.order", "modle.order=2", "model.rank=zero"]);
     assert_eq!(found.len(), 3, "{found:#?}");

@@ -1,6 +1,8 @@
 //! Parameter, FLOP and activation-memory accounting from a [`ModelConfig`] alone (spec §2.2,
-//! §3.4–§3.6), for `convtt-worker model-info` and sanity checks. Pure arithmetic; the tests
-//! check it against built networks and the spec's tables.
+//! §3.4–§3.6), for `convtt-worker model-info`, `convtt-launch sweep plan` (which must not link
+//! libtorch, hence this lives in convtt-core) and sanity checks. Pure arithmetic; the tests check
+//! it against the spec's tables here and against built networks in `convtt-common`
+//! (`model::network` tests).
 //!
 //! Counting rules:
 //! * Parameters: every weight and bias element.
@@ -16,8 +18,57 @@
 
 use serde::Serialize;
 
-use super::network::{layer_plan, LayerSpec};
 use crate::config::{CellKind, ModelConfig};
+
+/// Position and channel counts of one recurrent layer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerSpec {
+    /// `b{block}l{layer}`.
+    pub name: String,
+    /// Block index.
+    pub block: usize,
+    /// Layer index within the block.
+    pub index: usize,
+    /// Input channels Cin.
+    pub input_channels: i64,
+    /// Hidden channels Ch.
+    pub hidden_channels: i64,
+}
+
+/// The recurrent layers in order and the output head's input channels, per the skip rule in
+/// the module docs (the reference constructor's channel arithmetic).
+pub fn layer_plan(cfg: &ModelConfig) -> (Vec<LayerSpec>, i64) {
+    let w: Vec<i64> = cfg.block_widths.iter().map(|&w| w as i64).collect();
+    let stride = cfg.skip_stride;
+    let mut layers = Vec::new();
+    for (b, &width) in w.iter().enumerate() {
+        for l in 0..cfg.layers_per_block {
+            let input_channels = if l > 0 {
+                width
+            } else if b == 0 {
+                cfg.image_channels as i64
+            } else if b > stride {
+                w[b - 1] + w[b - 1 - stride]
+            } else {
+                w[b - 1]
+            };
+            layers.push(LayerSpec {
+                name: format!("b{b}l{l}"),
+                block: b,
+                index: l,
+                input_channels,
+                hidden_channels: width,
+            });
+        }
+    }
+    let last = w.len() - 1;
+    let head = if last >= stride {
+        w[last] + w[last - stride]
+    } else {
+        w[last]
+    };
+    (layers, head)
+}
 
 /// Accounting for one recurrent layer (or the head).
 #[derive(Debug, Clone, Serialize)]

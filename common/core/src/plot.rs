@@ -1,0 +1,101 @@
+//! Chart plumbing shared by the worker's run plots (`<run>/plots/`) and the launcher's sweep
+//! report (`convtt-launch sweep report`): an RGB buffer drawn with plotters' bitmap backend,
+//! written as PNG with the `png` crate. Text is rendered with ab_glyph from a DejaVu Sans subset
+//! embedded in the binary (`common/core/assets/fonts`), so no system font library is needed.
+
+use std::path::Path;
+use std::sync::Once;
+
+use plotters::style::FontStyle;
+
+use crate::{Error, Result};
+
+/// The embedded font (DejaVu Sans, ASCII and a few symbols; see its LICENSE file).
+static FONT: &[u8] = include_bytes!("../assets/fonts/DejaVuSans-subset.ttf");
+
+/// Registers the embedded font as plotters' `"sans-serif"` (once per process).
+pub fn register_font() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        if plotters::style::register_font("sans-serif", FontStyle::Normal, FONT).is_err() {
+            tracing::warn!("the embedded plot font does not load; plots will lack text");
+        }
+    });
+}
+
+/// What a drawing closure returns (plotters' errors are boxed).
+pub type DrawResult = std::result::Result<(), Box<dyn std::error::Error>>;
+
+/// Draws into a white RGB buffer of `size` with `draw`, then writes the PNG to `path`.
+pub fn render(
+    path: &Path,
+    size: (u32, u32),
+    draw: impl FnOnce(&mut [u8]) -> DrawResult,
+) -> Result<()> {
+    register_font();
+    let mut buf = vec![255u8; size.0 as usize * size.1 as usize * 3];
+    draw(&mut buf).map_err(|e| {
+        Error::io(
+            path,
+            std::io::Error::other(format!("cannot draw the plot: {e}")),
+        )
+    })?;
+    write_png(path, &buf, size.0 as usize, size.1 as usize, 3)
+}
+
+/// `lo..hi` around `values`, padded by 5 % (and by `top` × 5 % above, room for a legend),
+/// never empty.
+pub fn span(values: impl Iterator<Item = f64>, top: f64) -> std::ops::Range<f64> {
+    let (lo, hi) = values
+        .filter(|v| v.is_finite())
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
+            (a.min(v), b.max(v))
+        });
+    if !lo.is_finite() {
+        return 0.0..1.0;
+    }
+    let pad = if hi > lo {
+        (hi - lo) * 0.05
+    } else {
+        lo.abs().max(1.0) * 0.05
+    };
+    lo - pad..hi + top * pad
+}
+
+/// Writes 8-bit pixels (`channels` = 1 grey or 3 RGB, rows top to bottom) as a PNG.
+pub fn write_png(
+    path: &Path,
+    px: &[u8],
+    width: usize,
+    height: usize,
+    channels: usize,
+) -> Result<()> {
+    debug_assert_eq!(px.len(), width * height * channels);
+    let err = |e: String| Error::io(path, std::io::Error::other(e));
+    let file = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
+    let mut enc = png::Encoder::new(std::io::BufWriter::new(file), width as u32, height as u32);
+    enc.set_color(if channels == 3 {
+        png::ColorType::Rgb
+    } else {
+        png::ColorType::Grayscale
+    });
+    enc.set_depth(png::BitDepth::Eight);
+    let mut wr = enc.write_header().map_err(|e| err(e.to_string()))?;
+    wr.write_image_data(px).map_err(|e| err(e.to_string()))?;
+    wr.finish().map_err(|e| err(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn span_pads_and_never_collapses() {
+        let r = span([1.0, 3.0].into_iter(), 1.0);
+        assert!((r.start - 0.9).abs() < 1e-12 && (r.end - 3.1).abs() < 1e-12);
+        let r = span([2.0].into_iter(), 0.0);
+        assert!(r.start < 2.0 && r.end == 2.0);
+        assert_eq!(span(std::iter::empty(), 1.0), 0.0..1.0);
+        assert_eq!(span([f64::NAN].into_iter(), 1.0), 0.0..1.0);
+    }
+}

@@ -1,0 +1,279 @@
+//! `convtt-launch sweep run --local [--parallel K]`: the sweep's trials on this machine, K at a
+//! time, each in its own slot.
+//!
+//! Slots: CPU trials (`launch.gpus = 0`) split this process's CPU mask into K contiguous groups
+//! of at least `launch.cpu_workers` CPUs, and each trial is pinned to its group (its launcher
+//! then splits the group among its workers). GPU trials get `launch.gpus` GPUs each through
+//! `CUDA_VISIBLE_DEVICES` (PCI order), K ≤ visible GPUs / `launch.gpus`; their launchers pin
+//! workers to the GPUs' local CPUs.
+//!
+//! Resumable: finished trials are skipped, failed ones retried while `sweep.max_retries`
+//! allows (`--retry-failed` resets the budget), preempted or interrupted ones resume from their
+//! newest checkpoint. Every trial is a `convtt-launch sweep task` child whose output goes to
+//! `<trial>/task.log`; the report is written at the end.
+
+use tokio::task::JoinSet;
+
+use super::task::{run_child, ChildCmd, Forwarder, State, TrialStatus};
+use super::{report, write_plan, Planned, SweepDir};
+use crate::error::{Error, Result};
+use crate::topology::{own_cpu_mask, visible_gpus, CpuSet, SysPaths, Topology};
+
+/// Options of `sweep run --local`.
+#[derive(Debug, Clone, Default)]
+pub struct LocalOptions {
+    /// Trials at a time.
+    pub parallel: usize,
+    /// Reset the retry budget of failed trials.
+    pub retry_failed: bool,
+    /// `--worker` for the trials' launchers.
+    pub worker: Option<std::path::PathBuf>,
+}
+
+/// Where one trial runs.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Slot {
+    /// CPUs to pin the trial to.
+    pub cpus: Option<CpuSet>,
+    /// `CUDA_VISIBLE_DEVICES` for the trial.
+    pub cuda_visible: Option<String>,
+}
+
+impl std::fmt::Display for Slot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (&self.cpus, &self.cuda_visible) {
+            (_, Some(g)) => write!(f, "GPUs {g}"),
+            (Some(c), None) => write!(f, "CPUs {c}"),
+            (None, None) => write!(f, "this machine"),
+        }
+    }
+}
+
+/// Splits `mask` into `k` contiguous groups of at least `per_trial` CPUs (fewer groups when
+/// the mask is too small); the remainder goes to the first groups.
+pub fn cpu_slots(mask: &CpuSet, k: usize, per_trial: usize) -> Vec<Slot> {
+    let cpus: Vec<u32> = mask.0.iter().copied().collect();
+    let k = k.min(cpus.len() / per_trial.max(1)).max(1);
+    let (each, extra) = (cpus.len() / k, cpus.len() % k);
+    let mut out = Vec::new();
+    let mut at = 0;
+    for i in 0..k {
+        let n = each + usize::from(i < extra);
+        out.push(Slot {
+            cpus: Some(CpuSet(cpus[at..at + n].iter().copied().collect())),
+            cuda_visible: None,
+        });
+        at += n;
+    }
+    out
+}
+
+/// `k` slots of `per_trial` GPUs each from the visible GPUs (PCI-order indices).
+pub fn gpu_slots(visible: &[usize], k: usize, per_trial: usize) -> Result<Vec<Slot>> {
+    let fit = visible.len() / per_trial;
+    if fit == 0 {
+        return Err(Error::Usage(format!(
+            "each trial needs launch.gpus = {per_trial} GPUs but {} are visible",
+            visible.len()
+        )));
+    }
+    Ok((0..k.min(fit))
+        .map(|i| Slot {
+            cpus: None,
+            cuda_visible: Some(
+                visible[i * per_trial..(i + 1) * per_trial]
+                    .iter()
+                    .map(usize::to_string)
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
+        })
+        .collect())
+}
+
+fn slots(planned: &Planned, parallel: usize) -> Result<Vec<Slot>> {
+    let launch = &planned.base.launch;
+    if launch.gpus > 0 {
+        let topo = Topology::read(&SysPaths::default());
+        let cvd = std::env::var("CUDA_VISIBLE_DEVICES").ok();
+        let visible = visible_gpus(&topo, cvd.as_deref(), None)?;
+        gpu_slots(&visible, parallel, launch.gpus)
+    } else {
+        Ok(cpu_slots(&own_cpu_mask()?, parallel, launch.cpu_workers))
+    }
+}
+
+/// Runs the sweep locally; `Ok` when every trial finished.
+pub fn run_local(dir: &SweepDir, planned: &Planned, opts: &LocalOptions) -> Result<()> {
+    write_plan(dir, planned)?;
+    let m = &planned.manifest;
+    let slots = slots(planned, opts.parallel.max(1))?;
+    let mut queue = Vec::new();
+    let (mut done, mut exhausted) = (0, Vec::new());
+    for t in &m.trials {
+        let run_dir = dir.trial(&t.id);
+        let mut st = TrialStatus::read(&run_dir);
+        match st.effective(&run_dir) {
+            State::Done => done += 1,
+            State::Failed if opts.retry_failed => {
+                st.attempts = 0;
+                std::fs::create_dir_all(&run_dir).map_err(|e| Error::io(&run_dir, e))?;
+                st.write(&run_dir)?;
+                queue.push(t.index);
+            }
+            State::Failed if !st.can_retry(m.max_retries) => exhausted.push(t.index),
+            _ => queue.push(t.index),
+        }
+    }
+    tracing::info!(
+        "sweep {}: {} trials, {done} finished, {} failed without retries left, {} to run on {} \
+         slot(s): {}",
+        dir.0.display(),
+        m.trials.len(),
+        exhausted.len(),
+        queue.len(),
+        slots.len(),
+        slots
+            .iter()
+            .map(Slot::to_string)
+            .collect::<Vec<_>>()
+            .join("; ")
+    );
+    let program = std::env::current_exe().map_err(|e| Error::io("/proc/self/exe", e))?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Usage(format!("cannot start the tokio runtime: {e}")))?;
+    let outcomes: Vec<(usize, i32)> = rt.block_on(async {
+        let fwd = Forwarder::install()?;
+        let mut free: Vec<usize> = (0..slots.len()).rev().collect();
+        let mut pending = queue.into_iter();
+        let mut running = JoinSet::new();
+        let mut out = Vec::new();
+        loop {
+            while !fwd.signalled() && !free.is_empty() {
+                let Some(index) = pending.next() else { break };
+                let slot = free.pop().expect("a free slot");
+                let t = &m.trials[index];
+                let run_dir = dir.trial(&t.id);
+                std::fs::create_dir_all(&run_dir).map_err(|e| Error::io(&run_dir, e))?;
+                let mut args = vec![
+                    "sweep".to_owned(),
+                    "task".into(),
+                    "--sweep-dir".into(),
+                    dir.0.display().to_string(),
+                    "--index".into(),
+                    index.to_string(),
+                ];
+                if let Some(w) = &opts.worker {
+                    args.extend(["--worker".into(), w.display().to_string()]);
+                }
+                let s = &slots[slot];
+                let mut env = Vec::new();
+                if let Some(g) = &s.cuda_visible {
+                    env.push(("CUDA_VISIBLE_DEVICES".to_owned(), g.clone()));
+                    env.push(("CUDA_DEVICE_ORDER".to_owned(), "PCI_BUS_ID".to_owned()));
+                }
+                let child = ChildCmd {
+                    program: program.clone(),
+                    args,
+                    env,
+                    cpus: s.cpus.clone(),
+                    log: Some(run_dir.join("task.log")),
+                    ..ChildCmd::default()
+                };
+                eprintln!(
+                    "sweep: trial {index} ({}) started on {s}: {}  [log {}]",
+                    t.id,
+                    t.overrides.join(" "),
+                    run_dir.join("task.log").display()
+                );
+                let fwd = fwd.clone();
+                running.spawn(async move {
+                    let start = std::time::Instant::now();
+                    let code = run_child(&child, &fwd).await;
+                    (index, slot, code, start.elapsed())
+                });
+            }
+            let Some(joined) = running.join_next().await else {
+                break;
+            };
+            let (index, slot, code, took) = joined.expect("a trial future does not panic");
+            free.push(slot);
+            let code = code?;
+            let id = &m.trials[index].id;
+            let what = match code {
+                0 => "finished".to_owned(),
+                4 => "preempted (resumes on the next run)".to_owned(),
+                c => format!("failed (exit code {c})"),
+            };
+            eprintln!(
+                "sweep: trial {index} ({id}) {what} after {:.1} s",
+                took.as_secs_f64()
+            );
+            out.push((index, code));
+        }
+        Ok::<_, Error>(out)
+    })?;
+    let files = report::write_report(dir, m, &m.metric)?;
+    eprintln!("{}", files.describe());
+    let (mut failed, mut unfinished) = (Vec::new(), 0);
+    for t in &m.trials {
+        let run_dir = dir.trial(&t.id);
+        let st = TrialStatus::read(&run_dir);
+        match st.effective(&run_dir) {
+            State::Done => {}
+            State::Failed if !st.can_retry(m.max_retries) => failed.push(t.index),
+            _ => unfinished += 1,
+        }
+    }
+    let ran = outcomes.len();
+    if !failed.is_empty() {
+        return Err(Error::GaveUp {
+            code: 1,
+            reason: format!(
+                "{} trial(s) failed: {failed:?} (ran {ran} this time; each trial's task.log and \
+                 logs/ say why)",
+                failed.len()
+            ),
+            detail: String::new(),
+        });
+    }
+    if unfinished > 0 {
+        return Err(Error::Preempted(format!(
+            "{unfinished} trial(s) unfinished; run the same command again to resume them"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_slots_split_the_mask_evenly() {
+        let mask = CpuSet::parse("0-5").unwrap();
+        let s = cpu_slots(&mask, 4, 1);
+        let got: Vec<String> = s
+            .iter()
+            .map(|s| s.cpus.as_ref().unwrap().to_string())
+            .collect();
+        assert_eq!(got, ["0-1", "2-3", "4", "5"]);
+        let s = cpu_slots(&mask, 4, 2);
+        assert_eq!(s.len(), 3, "each trial needs 2 CPUs");
+        let s = cpu_slots(&CpuSet::parse("3").unwrap(), 2, 2);
+        assert_eq!(s.len(), 1, "always at least one slot");
+    }
+
+    #[test]
+    fn gpu_slots_hand_out_disjoint_groups() {
+        let s = gpu_slots(&[0, 1, 2, 3, 4], 8, 2).unwrap();
+        let got: Vec<&str> = s
+            .iter()
+            .map(|s| s.cuda_visible.as_deref().unwrap())
+            .collect();
+        assert_eq!(got, ["0,1", "2,3"]);
+        assert!(gpu_slots(&[0], 1, 2).is_err());
+    }
+}

@@ -1,0 +1,402 @@
+//! `convtt-launch sweep`: plan, a local sweep with finished and failed trials (report, plot,
+//! resume skips), an interrupted trial resuming from its checkpoint, and a real single-node
+//! Slurm cluster running a sweep as a job array and a training job through `slurm/`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use crate::util::*;
+
+/// Tiny-config overrides for sweep trials: `steps` steps, one CPU worker, validation at the end.
+fn trial_overrides(steps: u64) -> Vec<String> {
+    let mut o = tiny_overrides(steps);
+    o.push("launch.cpu_workers=1".into());
+    o.push(format!("train.valid_every={steps}"));
+    o
+}
+
+fn sweep_cmd(sub: &str, dir: &Path, overrides: &[String]) -> Command {
+    let mut cmd = Command::new(bin("convtt-launch"));
+    cmd.args(["sweep", sub, "--config"])
+        .arg(repo().join("configs/tiny-cpu.toml"))
+        .arg("--sweep-dir")
+        .arg(dir)
+        .args(set_args(overrides));
+    cmd
+}
+
+/// `report.csv` as (header, rows) of fields.
+fn read_csv(path: &Path) -> (Vec<String>, Vec<Vec<String>>) {
+    let text = std::fs::read_to_string(path).expect("report.csv");
+    let mut lines = text
+        .lines()
+        .map(|l| l.split(',').map(str::to_owned).collect::<Vec<_>>());
+    let head = lines.next().expect("a header");
+    (head, lines.collect())
+}
+
+fn col(head: &[String], name: &str) -> usize {
+    head.iter()
+        .position(|h| h == name)
+        .unwrap_or_else(|| panic!("no column {name} in {head:?}"))
+}
+
+fn is_png(path: &Path) -> bool {
+    std::fs::read(path).is_ok_and(|b| b.starts_with(b"\x89PNG\r\n\x1a\n"))
+}
+
+#[test]
+fn sweep_plan_prints_the_papers_grid_with_sizes() {
+    let out = run(Command::new(bin("convtt-launch"))
+        .args(["sweep", "plan", "--config"])
+        .arg(repo().join("configs/sweep-sncm.toml")));
+    let (stdout, stderr) = texts(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 2 + 48 + 1, "{stdout}");
+    for h in [
+        "filter_size",
+        "order",
+        "rank",
+        "steps",
+        "params",
+        "GFLOP/step",
+    ] {
+        assert!(lines[0].contains(h), "{h} in {}", lines[0]);
+    }
+    assert!(lines[50].starts_with("48 trials"), "{}", lines[50]);
+    // A bad constraint is a configuration error naming the entry.
+    let out = run(Command::new(bin("convtt-launch"))
+        .args(["sweep", "plan", "--config"])
+        .arg(repo().join("configs/sweep-sncm.toml"))
+        .args([
+            "--set",
+            "sweep.constraints=[\"model.stepz >= model.order\"]",
+        ]));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        texts(&out).1.contains("sweep.constraints[0]"),
+        "{}",
+        texts(&out).1
+    );
+}
+
+/// Four trials, two of which point at a dataset that does not exist: the good ones train, the
+/// bad ones fail with exit 5 (never retried), the report ranks and marks them and plots the
+/// finished ones; running again skips everything.
+#[test]
+fn local_sweep_reports_finished_and_failed_trials_and_skips_them_on_rerun() {
+    let dir = TempDir::new("sweep-local");
+    let sweep = dir.path().join("sweep");
+    let mut ov = trial_overrides(2);
+    ov.push("sweep.grid.\"model.rank\"=[2, 4]".into());
+    ov.push(format!(
+        "sweep.grid.\"data.dataset\"=[\"{}\", \"{}\"]",
+        tiny_dataset().display(),
+        dir.path().join("missing-dataset").display()
+    ));
+    ov.push("sweep.max_retries=2".into());
+    let out = run(sweep_cmd("run", &sweep, &ov).args(["--local", "--parallel", "2"]));
+    let (_, stderr) = texts(&out);
+    assert_eq!(out.status.code(), Some(1), "2 trials fail: {stderr}");
+    assert!(stderr.contains("2 trial(s) failed"), "{stderr}");
+
+    let (head, rows) = read_csv(&sweep.join("report.csv"));
+    assert_eq!(rows.len(), 4);
+    let (state, loss, exit, attempts, best) = (
+        col(&head, "state"),
+        col(&head, "valid.loss"),
+        col(&head, "exit_code"),
+        col(&head, "attempts"),
+        col(&head, "best"),
+    );
+    let dataset = col(&head, "data.dataset");
+    let mut done = 0;
+    for r in &rows {
+        if r[dataset].contains("missing-dataset") {
+            assert_eq!(r[state], "failed", "{r:?}");
+            assert_eq!(r[exit], "5", "a data error: {r:?}");
+            assert_eq!(r[attempts], "1", "data errors are not retried: {r:?}");
+        } else {
+            assert_eq!(r[state], "done", "{r:?}");
+            assert!(r[loss].parse::<f64>().unwrap() > 0.0, "{r:?}");
+            done += 1;
+        }
+    }
+    assert_eq!(done, 2);
+    assert_eq!(rows.iter().filter(|r| r[best] == "true").count(), 1);
+    let md = std::fs::read_to_string(sweep.join("report.md")).unwrap();
+    assert!(
+        md.contains("**1 (best)**") && md.contains("**failed** (exit 5"),
+        "{md}"
+    );
+    assert!(is_png(&sweep.join("report.png")));
+
+    // Again: nothing runs (the finished trials' metrics stay as they were).
+    let id = &rows.iter().find(|r| r[state] == "done").unwrap()[1];
+    let metrics = sweep.join("trials").join(id).join("metrics.jsonl");
+    let before = std::fs::read_to_string(&metrics).unwrap();
+    let out = run(sweep_cmd("run", &sweep, &ov).args(["--local", "--parallel", "2"]));
+    let (_, stderr) = texts(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("2 finished, 2 failed without retries left, 0 to run"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read_to_string(&metrics).unwrap(), before);
+
+    // `sweep report` alone, ranked by another metric.
+    let out = run(Command::new(bin("convtt-launch"))
+        .args(["sweep", "report", "--metric", "valid.psnr", "--sweep-dir"])
+        .arg(&sweep));
+    let (stdout, stderr) = texts(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stdout.contains("ranked by `valid.psnr` (higher is better): 2 done, 2 failed"));
+}
+
+/// SIGTERM to `sweep run` preempts the running trial after a checkpoint (exit 4); the next run
+/// resumes it from that checkpoint and finishes.
+#[test]
+fn an_interrupted_local_sweep_resumes_its_trial_from_the_checkpoint() {
+    let dir = TempDir::new("sweep-resume");
+    let sweep = dir.path().join("sweep");
+    // Enough steps that the signal lands before the end even on a fast machine.
+    let ov = trial_overrides(12);
+    let child = sweep_cmd("run", &sweep, &ov)
+        .arg("--local")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start convtt-launch sweep run");
+    let trial_dir = || -> Option<PathBuf> {
+        std::fs::read_dir(sweep.join("trials"))
+            .ok()?
+            .flatten()
+            .map(|e| e.path())
+            .next()
+    };
+    let started = wait_for(240, || trial_dir().and_then(|d| latest_step(&d)).is_some());
+    assert!(started, "no checkpoint within 240 s");
+    let run_dir = trial_dir().unwrap();
+    nix_kill(child.id(), "TERM");
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "preempted: {stderr}");
+    let status: toml::Table = std::fs::read_to_string(run_dir.join("status.toml"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(status["state"].as_str(), Some("preempted"), "{status}");
+    let at = latest_step(&run_dir).unwrap();
+    assert!(at < 12, "interrupted before the end (step {at})");
+
+    let out = run(sweep_cmd("run", &sweep, &ov).arg("--local"));
+    assert_eq!(out.status.code(), Some(0), "{}", texts(&out).1);
+    let status: toml::Table = std::fs::read_to_string(run_dir.join("status.toml"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(status["state"].as_str(), Some("done"));
+    assert_eq!(status["preemptions"].as_integer(), Some(1));
+    assert_eq!(status["attempts"].as_integer(), Some(1));
+    let mut log = String::new();
+    for e in std::fs::read_dir(run_dir.join("logs")).unwrap().flatten() {
+        log += &std::fs::read_to_string(e.path()).unwrap_or_default();
+    }
+    assert!(
+        log.contains("resumed from") && log.contains(&format!("step-{at:08}")),
+        "the second run resumes from step {at}: {log}"
+    );
+    let losses = train_losses(&run_dir);
+    assert_eq!(losses.keys().copied().max(), Some(12));
+}
+
+fn nix_kill(pid: u32, sig: &str) {
+    let ok = Command::new("kill")
+        .args([format!("-{sig}"), pid.to_string()])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "kill -{sig} {pid}");
+}
+
+/// A single-node Slurm cluster on localhost (`.ci/slurm-cluster.sh`), stopped on drop.
+struct SlurmCluster {
+    dir: PathBuf,
+    conf: PathBuf,
+}
+
+impl SlurmCluster {
+    /// Starts the cluster, or says why it cannot.
+    fn start(dir: &Path) -> Result<SlurmCluster, String> {
+        let uid = Command::new("id")
+            .arg("-u")
+            .output()
+            .map_err(|e| format!("cannot run id: {e}"))?;
+        if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+            return Err("not root: the test cluster runs slurmctld and slurmd as root".into());
+        }
+        let out = Command::new("bash")
+            .arg(repo().join(".ci/slurm-cluster.sh"))
+            .arg("start")
+            .arg(dir)
+            .output()
+            .map_err(|e| format!("cannot run .ci/slurm-cluster.sh: {e}"))?;
+        let cluster = SlurmCluster {
+            dir: dir.to_owned(),
+            conf: dir.join("slurm.conf"),
+        };
+        if !out.status.success() {
+            return Err(format!(
+                ".ci/slurm-cluster.sh start failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Ok(cluster)
+    }
+
+    /// A Slurm client command against this cluster.
+    fn cmd(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = Command::new(program);
+        c.env("SLURM_CONF", &self.conf);
+        c
+    }
+
+    /// Waits until none of `jobs` is queued or running.
+    fn wait_jobs(&self, jobs: &[String], secs: u64) -> bool {
+        wait_for(secs, || {
+            let out = self
+                .cmd("squeue")
+                .args(["-h", "-o", "%i %T", "-j", &jobs.join(",")])
+                .output();
+            out.is_ok_and(|o| o.status.success() && o.stdout.iter().all(u8::is_ascii_whitespace))
+        })
+    }
+}
+
+impl Drop for SlurmCluster {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(repo().join(".ci/slurm-cluster.sh"))
+            .arg("stop")
+            .arg(&self.dir)
+            .status();
+    }
+}
+
+/// Starts a cluster, or reports loudly why not: a skip, unless `CONVTT_REQUIRE_SLURM=1`
+/// (set by `.ci/test.sh`), where it is a failure.
+fn cluster_or_skip(test: &str, dir: &Path) -> Option<SlurmCluster> {
+    match SlurmCluster::start(dir) {
+        Ok(c) => Some(c),
+        Err(reason) => {
+            if std::env::var("CONVTT_REQUIRE_SLURM").as_deref() == Ok("1") {
+                panic!("CONVTT_REQUIRE_SLURM=1 but Slurm cannot start: {reason}");
+            }
+            eprintln!("\n*** SKIPPED: {test}: Slurm cannot start here: {reason} ***\n");
+            None
+        }
+    }
+}
+
+/// The real thing: a 4-trial sweep as a job array (`sweep submit` → `slurm/sweep.sbatch` →
+/// `srun convtt-launch sweep task`) and a one-run training job (`slurm/train.sbatch`) on a
+/// single-node Slurm cluster; then the report.
+#[test]
+fn slurm_runs_a_sweep_job_array_and_a_training_job_through_the_templates() {
+    let dir = TempDir::new("slurm");
+    let Some(cluster) = cluster_or_skip(
+        "slurm_runs_a_sweep_job_array_and_a_training_job_through_the_templates",
+        &dir.path().join("cluster"),
+    ) else {
+        return;
+    };
+    let sweep = dir.path().join("sweep");
+    let mut ov = trial_overrides(2);
+    ov.push("sweep.grid.\"model.rank\"=[2, 4]".into());
+    ov.push("sweep.grid.\"model.order\"=[1, 2]".into());
+    let out = run(sweep_cmd("submit", &sweep, &ov)
+        .env("SLURM_CONF", &cluster.conf)
+        .arg("--sbatch-arg=--time=10"));
+    let (stdout, stderr) = texts(&out);
+    assert_eq!(out.status.code(), Some(0), "sweep submit: {stderr}");
+    let array_job = stdout.trim().to_owned();
+    assert!(array_job.parse::<u64>().is_ok(), "a job id: {stdout:?}");
+    let script = std::fs::read_to_string(sweep.join("sweep.sbatch")).unwrap();
+    assert!(script.contains("#SBATCH --array=0-3%4"), "{script}");
+
+    // One training run through slurm/train.sbatch, on the same cluster.
+    let run_dir = dir.path().join("train-run");
+    let mut train_ov = trial_overrides(2);
+    train_ov.push(format!("launch.run_dir=\"{}\"", run_dir.display()));
+    let check = run(Command::new(bin("convtt-launch"))
+        .args(["check", "--config"])
+        .arg(repo().join("configs/tiny-cpu.toml"))
+        .args(set_args(&train_ov)));
+    assert_eq!(check.status.code(), Some(0), "{}", texts(&check).1);
+    let config = dir.path().join("train.toml");
+    std::fs::write(&config, &check.stdout).unwrap();
+    let out = run(cluster
+        .cmd("sbatch")
+        .args([
+            "--parsable",
+            "--gpus-per-node=0",
+            "--cpus-per-task=1",
+            "--time=10",
+        ])
+        .arg(format!("--output={}/train-%j.out", dir.path().display()))
+        .arg(format!("--chdir={}", dir.path().display()))
+        .env("CONFIG", &config)
+        .env("GPUS", "0")
+        .env("LAUNCH", bin("convtt-launch"))
+        .arg(repo().join("slurm/train.sbatch")));
+    let (stdout, stderr) = texts(&out);
+    assert_eq!(out.status.code(), Some(0), "sbatch train.sbatch: {stderr}");
+    let train_job = stdout.trim().split(';').next().unwrap().to_owned();
+
+    let finished = cluster.wait_jobs(&[array_job.clone(), train_job.clone()], 400);
+    let logs = || {
+        let mut s = String::new();
+        for d in [sweep.join("slurm"), dir.path().to_owned()] {
+            for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
+                if e.path().extension().is_some_and(|x| x == "out") {
+                    let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+                    let tail: Vec<&str> = text.lines().rev().take(15).collect();
+                    s += &format!("\n== {}\n", e.path().display());
+                    s += &tail.into_iter().rev().collect::<Vec<_>>().join("\n");
+                }
+            }
+        }
+        s
+    };
+    assert!(finished, "jobs still queued after 400 s:{}", logs());
+
+    let out = run(Command::new(bin("convtt-launch"))
+        .args(["sweep", "report", "--sweep-dir"])
+        .arg(&sweep));
+    let (stdout, stderr) = texts(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stdout.contains("4 done, 0 failed, 0 running, 0 preempted, 0 pending"),
+        "{stdout}{}",
+        logs()
+    );
+    let (head, rows) = read_csv(&sweep.join("report.csv"));
+    let job = col(&head, "state");
+    assert!(rows.iter().all(|r| r[job] == "done"));
+    assert!(is_png(&sweep.join("report.png")));
+    // Every task ran under its own array task id.
+    for r in &rows {
+        let status =
+            std::fs::read_to_string(sweep.join("trials").join(&r[1]).join("status.toml")).unwrap();
+        assert!(
+            status.contains(&format!("slurm_job = \"{array_job}_")),
+            "{status}"
+        );
+    }
+    assert!(
+        run_dir.join("summary.toml").is_file(),
+        "train.sbatch trained the run:{}",
+        logs()
+    );
+    assert_eq!(train_losses(&run_dir).len(), 2);
+}

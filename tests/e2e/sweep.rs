@@ -10,6 +10,8 @@ use crate::util::*;
 /// Tiny-config overrides for sweep trials: `steps` steps, one CPU worker, validation at the end.
 fn trial_overrides(steps: u64) -> Vec<String> {
     let mut o = tiny_overrides(steps);
+    // The tiny set is 4 steps an epoch (16 clips, batch 4): enough epochs for `steps`.
+    o.push(format!("train.epochs={}", steps.div_ceil(4)));
     o.push("launch.cpu_workers=1".into());
     o.push(format!("train.valid_every={steps}"));
     o

@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use convtt_common::dataset::{DatasetKind, DatasetManifest};
 
 use super::import::frames::{self, Fit, FrameFolders};
+use super::import::labels::{LabelArgs, Labels};
 use super::import::npy::{ClipArray, Layout, Scale};
 use super::loader::{Loader, LoaderOptions};
 use super::mnist::{find_idx, MnistImages};
@@ -40,9 +41,10 @@ pub enum DataCommand {
     ImportNpy(ImportNpyArgs),
     /// Import a .npz archive (array "data", [N, T, H, W, C], u8 or floats in [0, 1] or [0, 255]).
     ImportNpz(ImportNpzArgs),
-    /// Import folders of PNG frames (one folder per video, KTH-style).
+    /// Import folders of PNG frames (one folder per video, KTH-style), optionally labelled.
     ImportFrames(ImportFramesArgs),
-    /// Print a dataset's manifest and check it against its files (headers and sizes).
+    /// Print a dataset's manifest (a labelled one's clips per class too) and check it against
+    /// its files (headers and sizes).
     Inspect {
         /// Dataset directory.
         dir: PathBuf,
@@ -203,6 +205,9 @@ pub struct ImportFramesArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub out: OutArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub labels: LabelArgs,
     /// A dataset protocol that sets the split, size, channels and clips itself: `kth` (one input
     /// folder holding the KTH action folders; persons 1–16 → train, 17–25 → test, gray,
     /// 160×120 centre-cropped to 120×120 and resized to 128×128, clips of 50 frames every 20
@@ -622,9 +627,11 @@ fn import_frames(a: ImportFramesArgs) -> Result<()> {
     };
     let stride = a.stride.unwrap_or(clip_length);
     let inputs = parse_inputs(&a.inputs)?;
+    let labels = Labels::load(&a.labels)?;
     let mut plan = Vec::new();
     let mut source = BTreeMap::new();
     let mut scanned = Vec::new();
+    let mut video_labels = Vec::new();
     if kth {
         let [(None, root)] = &inputs[..] else {
             return Err(Error::Usage(
@@ -636,6 +643,9 @@ fn import_frames(a: ImportFramesArgs) -> Result<()> {
         for (name, persons, stride) in KTH_SPLITS {
             let mut f = FrameFolders::scan(root, clip_length, stride)?;
             f.retain_persons(root, &persons)?;
+            if let Some(l) = &labels {
+                video_labels.push(l.apply(&mut f)?);
+            }
             tracing::info!(
                 "{}: {name}: persons {}–{}: {} videos, {} clips",
                 root.display(),
@@ -654,7 +664,10 @@ fn import_frames(a: ImportFramesArgs) -> Result<()> {
         );
     }
     for (k, (s, p)) in inputs.iter().enumerate().filter(|_| !kth) {
-        let f = FrameFolders::scan(p, clip_length, stride)?;
+        let mut f = FrameFolders::scan(p, clip_length, stride)?;
+        if let Some(l) = &labels {
+            video_labels.push(l.apply(&mut f)?);
+        }
         tracing::info!(
             "{}: {} videos, {} clips",
             p.display(),
@@ -668,6 +681,15 @@ fn import_frames(a: ImportFramesArgs) -> Result<()> {
         scanned.push(f);
     }
     source.insert("importer".into(), "convtt-data import-frames".into());
+    if labels.is_some() {
+        let files: Vec<String> = a
+            .labels
+            .labels
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
+        source.insert("labels".into(), files.join(", "));
+    }
     source.insert(
         "frames".into(),
         format!(
@@ -705,11 +727,14 @@ fn import_frames(a: ImportFramesArgs) -> Result<()> {
     };
     let frame_len = channels * size * size;
     let mut w = DatasetWriter::create(&a.out.out, spec, a.out.shard_clips, a.out.force)?;
+    if let Some(l) = &labels {
+        w.set_classes(l.classes.clone(), l.groups.clone())?;
+    }
     for (name, k, first, n) in plan {
         let f = &scanned[k];
         // Decoded frames of the current video, so overlapping clips decode each frame once.
         let mut cache: (usize, BTreeMap<usize, Vec<u8>>) = (usize::MAX, BTreeMap::new());
-        w.write_split(&name, n, |i, buf| {
+        let fill = |i: usize, buf: &mut [u8]| {
             let (v, s) = f.clips[first + i];
             if cache.0 != v {
                 cache = (v, BTreeMap::new());
@@ -727,7 +752,16 @@ fn import_frames(a: ImportFramesArgs) -> Result<()> {
             }
             cache.1.retain(|&j, _| j > s);
             Ok(())
-        })?;
+        };
+        if labels.is_some() {
+            let l: Vec<i64> = f.clips[first..first + n]
+                .iter()
+                .map(|&(v, _)| video_labels[k][v])
+                .collect();
+            w.write_labelled_split(&name, &l, fill)?;
+        } else {
+            w.write_split(&name, n, fill)?;
+        }
     }
     let (m, bytes) = w.finish()?;
     summary(&a.out.out, &m, bytes, start);
@@ -768,7 +802,23 @@ fn inspect(dir: &Path) -> Result<()> {
             raw / bytes.max(1) as f64
         );
     }
-    Dataset::open(dir)?;
+    let ds = Dataset::open(dir)?;
+    if m.is_labelled() {
+        for name in m.splits.keys() {
+            let mut counts = vec![0usize; m.classes.len()];
+            for l in ds.split(name)?.labels(m.classes.len())? {
+                counts[l as usize] += 1;
+            }
+            let shown: Vec<String> = m
+                .classes
+                .iter()
+                .zip(&counts)
+                .filter(|(_, &n)| n > 0)
+                .map(|(c, n)| format!("{c} {n}"))
+                .collect();
+            println!("labels      {name}: {}", shown.join(", "));
+        }
+    }
     println!("files       consistent with dataset.toml (run `verify` to read every clip)");
     Ok(())
 }

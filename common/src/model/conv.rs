@@ -47,36 +47,16 @@ impl Conv {
     ///
     /// Computes in [`ComputeMode::conv_kind`] when set, returning `x`'s dtype.
     pub fn forward(&self, x: &Tensor) -> Tensor {
-        let k = self.kernel();
-        let conv = |x: &Tensor, w: &Tensor, b: &Tensor| {
-            x.conv2d(w, Some(b), [1, 1], [k / 2, k / 2], [1, 1], 1)
-        };
-        match ComputeMode::current().conv_kind {
-            Some(low) if low != x.kind() => conv(
-                &x.to_kind(low),
-                &self.weight_2d().to_kind(low),
-                &self.bias.to_kind(low),
-            )
-            .to_kind(x.kind()),
-            _ => conv(x, &self.weight_2d(), &self.bias),
-        }
+        conv2d_same(x, &self.weight_2d(), &self.bias)
     }
 
     /// [`Self::forward`] with the (4-D) weight multiplied element-wise by `mask` (broadcast),
     /// so masked weights have no effect and receive zero gradient.
     pub fn forward_masked(&self, x: &Tensor, mask: &Tensor) -> Tensor {
-        let k = self.kernel();
-        x.conv2d(
-            &(&self.weight
-                * mask
-                    .to_device(self.weight.device())
-                    .to_kind(self.weight.kind())),
-            Some(&self.bias),
-            [1, 1],
-            [k / 2, k / 2],
-            [1, 1],
-            1,
-        )
+        let mask = mask
+            .to_device(self.weight.device())
+            .to_kind(self.weight.kind());
+        conv2d_same(x, &(&self.weight * mask), &self.bias)
     }
 
     /// `(prefix.weight, weight), (prefix.bias, bias)` in state_dict order.
@@ -85,6 +65,24 @@ impl Conv {
             (format!("{prefix}.weight"), self.weight.shallow_clone()),
             (format!("{prefix}.bias"), self.bias.shallow_clone()),
         ]
+    }
+}
+
+/// A stride-1 "same" convolution (odd kernel, zero padding k/2) computed in
+/// [`ComputeMode::conv_kind`] when set, returning `x`'s dtype.
+///
+/// # Shapes
+/// `x`: `[B, in, H, W]`, `weight`: `[out, in, k, k]`, `bias`: `[out]` → `[B, out, H, W]`
+pub(crate) fn conv2d_same(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Tensor {
+    let k = weight.size()[2];
+    let conv = |x: &Tensor, w: &Tensor, b: &Tensor| {
+        x.conv2d(w, Some(b), [1, 1], [k / 2, k / 2], [1, 1], 1)
+    };
+    match ComputeMode::current().conv_kind {
+        Some(low) if low != x.kind() => {
+            conv(&x.to_kind(low), &weight.to_kind(low), &bias.to_kind(low)).to_kind(x.kind())
+        }
+        _ => conv(x, weight, bias),
     }
 }
 

@@ -181,15 +181,7 @@ impl TtConv {
     /// # Shapes
     /// `[B, Cin, H, W]` → `[B, Cout, H, W]`
     pub fn forward(&self, x: &Tensor) -> Tensor {
-        let k = self.cfg.kernel;
-        x.conv2d(
-            &self.full_weight(),
-            Some(&self.bias),
-            [1, 1],
-            [k / 2, k / 2],
-            [1, 1],
-            1,
-        )
+        super::conv::conv2d_same(x, &self.full_weight(), &self.bias)
     }
 }
 

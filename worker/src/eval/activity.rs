@@ -15,7 +15,7 @@ use crate::cli::EvalArgs;
 use crate::data::{self, Dataset, Placement};
 use crate::error::{Error, Result};
 use crate::train::activity::{self as task, ActivityTask, LabelSpace, RatioScores};
-use crate::train::{optim::FlatParams, Context, MetricsLog};
+use crate::train::{optim::FlatParams, Context};
 
 /// The JSON report of an activity evaluation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -150,22 +150,9 @@ impl ActivityReport {
 /// `convtt-worker eval` for an activity run.
 pub fn run_eval(args: &EvalArgs, mut ctx: Context) -> Result<()> {
     let report = evaluate(&mut ctx, args)?;
-    if ctx.coll.rank() != 0 {
-        return Ok(());
-    }
-    print!("{}", report.table());
-    std::fs::create_dir_all(&ctx.run_dir).map_err(|e| Error::io(&ctx.run_dir, e))?;
-    let path = args
-        .json
-        .clone()
-        .unwrap_or_else(|| ctx.run_dir.join(format!("eval-{}.json", args.split)));
-    let text = serde_json::to_string_pretty(&report).expect("report serialises");
-    convtt_common::fsutil::write_atomic(&path, text.as_bytes())?;
-    let mut log = MetricsLog::open(&ctx.run_dir, 0)?;
-    log.write(serde_json::json!({
+    let line = serde_json::json!({
         "kind": "eval", "task": "activity", "step": report.step, "split": report.split,
         "checkpoint": report.checkpoint, "ratios": report.ratios,
-    }));
-    tracing::info!("wrote {}", path.display());
-    Ok(())
+    });
+    super::publish(&ctx, args, &report.table(), &report, line)
 }

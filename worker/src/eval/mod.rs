@@ -449,24 +449,37 @@ pub fn run_eval(args: &EvalArgs) -> Result<()> {
         &args.horizons,
         args.max_clips,
     )?;
+    let line = serde_json::json!({
+        "kind": "eval", "step": report.step, "split": report.split,
+        "checkpoint": report.checkpoint, "samples": report.samples, "loss": report.loss,
+        "horizons": report.horizons, "per_frame": report.per_frame,
+        "lpips": report.conventions.lpips,
+    });
+    publish(&ctx, args, &report.table(), &report, line)
+}
+
+/// Rank 0: prints `table`, writes `report` as JSON (`--json`, else `<run>/eval-<split>.json`)
+/// and appends `line` to `metrics.jsonl`.
+pub(crate) fn publish(
+    ctx: &Context,
+    args: &EvalArgs,
+    table: &str,
+    report: &impl serde::Serialize,
+    line: serde_json::Value,
+) -> Result<()> {
     if ctx.coll.rank() != 0 {
         return Ok(());
     }
-    print!("{}", report.table());
+    print!("{table}");
     std::fs::create_dir_all(&ctx.run_dir).map_err(|e| Error::io(&ctx.run_dir, e))?;
     let path = args
         .json
         .clone()
         .unwrap_or_else(|| ctx.run_dir.join(format!("eval-{}.json", args.split)));
-    let text = serde_json::to_string_pretty(&report).expect("report serialises");
+    let text = serde_json::to_string_pretty(report).expect("report serialises");
     convtt_common::fsutil::write_atomic(&path, text.as_bytes())?;
     let mut log = MetricsLog::open(&ctx.run_dir, 0)?;
-    log.write(serde_json::json!({
-        "kind": "eval", "step": report.step, "split": report.split,
-        "checkpoint": report.checkpoint, "samples": report.samples, "loss": report.loss,
-        "horizons": report.horizons, "per_frame": report.per_frame,
-        "lpips": report.conventions.lpips,
-    }));
+    log.write(line);
     tracing::info!("wrote {}", path.display());
     Ok(())
 }

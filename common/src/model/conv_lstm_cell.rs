@@ -97,16 +97,14 @@ impl ConvLstmCell {
 /// gates are contiguous channels, so one sigmoid covers them, and `f·c + i·g` is one `addcmul`.
 pub fn lstm_update(z: &Tensor, c: &Tensor) -> (Tensor, Tensor) {
     if ComputeMode::current().fused_cell_update {
+        // split/chunk (not narrow): their backward is one concatenation, not a zero-filled
+        // full-size gradient per slice.
         let ch = c.size()[1];
-        let ifo = z.narrow(1, 0, 3 * ch).sigmoid();
-        let g = z.narrow(1, 3 * ch, ch).tanh();
-        let (i, f, o) = (
-            ifo.narrow(1, 0, ch),
-            ifo.narrow(1, ch, ch),
-            ifo.narrow(1, 2 * ch, ch),
-        );
-        let c_next = (f * c).addcmul(&i, &g);
-        let h = o * c_next.tanh();
+        let parts = z.split_with_sizes([3 * ch, ch], 1);
+        let ifo = parts[0].sigmoid().chunk(3, 1);
+        let g = parts[1].tanh();
+        let c_next = (&ifo[1] * c).addcmul(&ifo[0], &g);
+        let h = &ifo[2] * c_next.tanh();
         return (h, c_next);
     }
     let gates = z.chunk(4, 1);

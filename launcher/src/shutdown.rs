@@ -8,6 +8,7 @@
 //!
 //! The supervisor takes a [`Shutdown`] as an argument, so tests trigger it by hand.
 
+use nix::sys::signal::Signal;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 
@@ -56,28 +57,20 @@ impl Shutdown {
     /// A token driven by the launcher's signals (needs a tokio runtime).
     pub fn from_signals() -> Result<Shutdown> {
         let (trigger, shutdown) = Shutdown::manual();
-        let mk = |k: SignalKind, name: &str| {
-            signal(k).map_err(|e| Error::Usage(format!("cannot handle {name}: {e}")))
-        };
-        let mut term = mk(SignalKind::terminate(), "SIGTERM")?;
-        let mut int = mk(SignalKind::interrupt(), "SIGINT")?;
-        let mut usr1 = mk(SignalKind::user_defined1(), "SIGUSR1")?;
-        let mut usr2 = mk(SignalKind::user_defined2(), "SIGUSR2")?;
+        let mut signals = Signals::install()?;
         tokio::spawn(async move {
             let mut interrupts = 0;
             loop {
-                let name = tokio::select! {
-                    _ = term.recv() => "SIGTERM",
-                    _ = usr1.recv() => "SIGUSR1",
-                    _ = usr2.recv() => "SIGUSR2",
-                    _ = int.recv() => { interrupts += 1; "SIGINT" }
-                };
+                let sig = signals.recv().await;
+                if sig == Signal::SIGINT {
+                    interrupts += 1;
+                }
                 if interrupts >= 2 {
                     tracing::warn!("second SIGINT: tearing the workers down now");
                     trigger.raise(Stop::Now);
                 } else {
                     tracing::warn!(
-                        "{name}: preempting (workers checkpoint and exit 4; Ctrl-C again to stop now)"
+                        "{sig}: preempting (workers checkpoint and exit 4; Ctrl-C again to stop now)"
                     );
                     trigger.raise(Stop::Preempt);
                 }
@@ -102,6 +95,40 @@ impl Shutdown {
             if self.0.changed().await.is_err() {
                 std::future::pending::<()>().await;
             }
+        }
+    }
+}
+
+/// This process's SIGTERM, SIGINT, SIGUSR1 and SIGUSR2 as one stream (the launcher's shutdown
+/// token and the sweep task's forwarder both listen to these four).
+pub(crate) struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    usr1: tokio::signal::unix::Signal,
+    usr2: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Starts listening (needs a tokio runtime).
+    pub(crate) fn install() -> Result<Signals> {
+        let mk = |k: SignalKind, name: &str| {
+            signal(k).map_err(|e| Error::Usage(format!("cannot handle {name}: {e}")))
+        };
+        Ok(Signals {
+            term: mk(SignalKind::terminate(), "SIGTERM")?,
+            int: mk(SignalKind::interrupt(), "SIGINT")?,
+            usr1: mk(SignalKind::user_defined1(), "SIGUSR1")?,
+            usr2: mk(SignalKind::user_defined2(), "SIGUSR2")?,
+        })
+    }
+
+    /// The next of the four signals to arrive.
+    pub(crate) async fn recv(&mut self) -> Signal {
+        tokio::select! {
+            _ = self.term.recv() => Signal::SIGTERM,
+            _ = self.usr1.recv() => Signal::SIGUSR1,
+            _ = self.usr2.recv() => Signal::SIGUSR2,
+            _ = self.int.recv() => Signal::SIGINT,
         }
     }
 }

@@ -47,20 +47,7 @@ fn s(p: &Path) -> &str {
 
 /// A `.npy` (format 1.0) of u8 data.
 fn npy_u8(shape: &[usize], data: &[u8]) -> Vec<u8> {
-    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
-    let mut header = format!(
-        "{{'descr': '|u1', 'fortran_order': False, 'shape': ({}), }}",
-        dims.join(", ")
-    );
-    while (10 + header.len() + 1) % 64 != 0 {
-        header.push(' ');
-    }
-    header.push('\n');
-    let mut out = b"\x93NUMPY\x01\x00".to_vec();
-    out.extend((header.len() as u16).to_le_bytes());
-    out.extend(header.as_bytes());
-    out.extend(data);
-    out
+    convtt_core::npy::to_bytes("|u1", shape, data)
 }
 
 fn tiny_mmnist(dir: &Path, name: &str) -> PathBuf {

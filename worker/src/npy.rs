@@ -162,24 +162,7 @@ fn quoted(s: &str) -> Option<(String, &str)> {
 /// The bytes of a version 1.0 `.npy` file for `array` (header padded to 64 bytes, as NumPy
 /// writes it).
 pub fn to_bytes(array: &NpyF32) -> Vec<u8> {
-    let dims: Vec<String> = array.shape.iter().map(|d| d.to_string()).collect();
-    let shape = match dims.len() {
-        1 => format!("({},)", dims[0]),
-        _ => format!("({})", dims.join(", ")),
-    };
-    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape}, }}");
-    let unpadded = MAGIC.len() + 4 + header.len() + 1;
-    header.push_str(&" ".repeat((64 - unpadded % 64) % 64));
-    header.push('\n');
-    let mut out = Vec::with_capacity(10 + header.len() + array.data.len() * 4);
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&[1, 0]);
-    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
-    out.extend_from_slice(header.as_bytes());
-    for v in &array.data {
-        out.extend_from_slice(&v.to_le_bytes());
-    }
-    out
+    convtt_core::npy::f32_bytes(&array.shape, &array.data)
 }
 
 /// Writes `array` to `path`.

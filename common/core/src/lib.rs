@@ -14,6 +14,7 @@ pub mod env;
 mod error;
 pub mod exit;
 pub mod fsutil;
+pub mod npy;
 pub mod plot;
 pub mod protocol;
 pub mod summary;

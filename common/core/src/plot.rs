@@ -43,6 +43,27 @@ pub fn render(
     write_png(path, &buf, size.0 as usize, size.1 as usize, 3)
 }
 
+/// The legend every chart here draws: upper right, on translucent white, with a black border.
+pub fn draw_legend<'a, DB, CT>(
+    chart: &mut plotters::chart::ChartContext<'a, DB, CT>,
+    font_size: u32,
+) -> DrawResult
+where
+    DB: plotters::prelude::DrawingBackend + 'a,
+    DB::ErrorType: 'static,
+    CT: plotters::coord::CoordTranslate,
+{
+    use plotters::prelude::{Color, SeriesLabelPosition, BLACK, WHITE};
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .label_font(("sans-serif", font_size))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()?;
+    Ok(())
+}
+
 /// `lo..hi` around `values`, padded by 5 % (and by `top` × 5 % above, room for a legend),
 /// never empty.
 pub fn span(values: impl Iterator<Item = f64>, top: f64) -> std::ops::Range<f64> {

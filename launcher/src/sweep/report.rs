@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use convtt_core::config::{metric_mode, MetricMode, RANKING_METRICS};
 use convtt_core::fsutil::write_atomic;
-use convtt_core::plot::{render, span};
+use convtt_core::plot::{draw_legend, render, span};
 use plotters::prelude::*;
 
 use super::task::{State, TrialStatus};
@@ -330,13 +330,7 @@ pub fn bubble_chart(
             )))?;
         }
         if key.is_some() {
-            chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::UpperRight)
-                .label_font(("sans-serif", 14))
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK)
-                .draw()?;
+            draw_legend(&mut chart, 14)?;
         }
         root.present()?;
         Ok(())

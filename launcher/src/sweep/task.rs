@@ -17,10 +17,9 @@ use std::time::Instant;
 
 use convtt_core::exit;
 use convtt_core::fsutil::write_atomic;
-use nix::sys::signal::{kill, Signal};
+use nix::sys::signal::kill;
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
-use tokio::signal::unix::{signal, SignalKind};
 
 use super::{Manifest, SweepDir};
 use crate::error::{Error, Result};
@@ -123,22 +122,11 @@ impl Forwarder {
     /// Starts forwarding (needs a tokio runtime).
     pub fn install() -> Result<Forwarder> {
         let f = Forwarder::default();
-        let mk = |k: SignalKind, name: &str| {
-            signal(k).map_err(|e| Error::Usage(format!("cannot handle {name}: {e}")))
-        };
-        let mut term = mk(SignalKind::terminate(), "SIGTERM")?;
-        let mut int = mk(SignalKind::interrupt(), "SIGINT")?;
-        let mut usr1 = mk(SignalKind::user_defined1(), "SIGUSR1")?;
-        let mut usr2 = mk(SignalKind::user_defined2(), "SIGUSR2")?;
+        let mut signals = crate::shutdown::Signals::install()?;
         let g = f.clone();
         tokio::spawn(async move {
             loop {
-                let sig = tokio::select! {
-                    _ = term.recv() => Signal::SIGTERM,
-                    _ = int.recv() => Signal::SIGINT,
-                    _ = usr1.recv() => Signal::SIGUSR1,
-                    _ = usr2.recv() => Signal::SIGUSR2,
-                };
+                let sig = signals.recv().await;
                 g.signalled.store(true, Ordering::SeqCst);
                 let pids: Vec<i32> = g.pids.lock().expect("pid set").iter().copied().collect();
                 tracing::warn!("{sig}: passing it on to {} running trial(s)", pids.len());

@@ -10,7 +10,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use tch::nn::VarStore;
 
-use crate::checkpoint::{self as ckpt, Resume};
+use crate::checkpoint as ckpt;
 use crate::cli::EvalArgs;
 use crate::data::{self, Dataset, Placement};
 use crate::error::{Error, Result};
@@ -53,21 +53,8 @@ pub struct ActivityReport {
 /// Evaluates the checkpoint of `args` (every rank calls this; all get the global report).
 pub fn evaluate(ctx: &mut Context, args: &EvalArgs) -> Result<ActivityReport> {
     let cfg = ctx.cfg.clone();
-    let root = ctx.run_dir.join("checkpoints");
-    let (dir, manifest) = match &args.model.checkpoint {
-        Resume::No => {
-            return Err(Error::Usage(
-                "--checkpoint must be `auto` or a checkpoint directory".into(),
-            ))
-        }
-        which => ckpt::resolve(&root, which)?.ok_or_else(|| {
-            Error::Usage(format!(
-                "{}: no valid checkpoint (train first, or pass --checkpoint DIR)",
-                root.display()
-            ))
-        })?,
-    };
-    ckpt::check_model(&cfg, &dir, &manifest, "evaluate")?;
+    let (dir, manifest) =
+        super::find_checkpoint(&cfg, &ctx.run_dir, &args.model.checkpoint, "evaluate")?;
     let space = LabelSpace::open(&cfg)?;
     let k = space.classes.len();
     let vs = VarStore::new(ctx.device);

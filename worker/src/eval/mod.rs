@@ -45,6 +45,33 @@ pub struct Loaded {
     _flat: FlatParams,
 }
 
+/// The checkpoint `which` of `<run_dir>/checkpoints` (`auto`: the newest valid one) and its
+/// manifest, refused (exit 2) when its `[model]` differs from `cfg`'s; `action` names what was
+/// refused.
+pub(crate) fn find_checkpoint(
+    cfg: &ValidConfig,
+    run_dir: &Path,
+    which: &Resume,
+    action: &str,
+) -> Result<(PathBuf, Manifest)> {
+    let root = run_dir.join("checkpoints");
+    let (dir, manifest) = match which {
+        Resume::No => {
+            return Err(Error::Usage(
+                "--checkpoint must be `auto` or a checkpoint directory".into(),
+            ))
+        }
+        _ => ckpt::resolve(&root, which)?.ok_or_else(|| {
+            Error::Usage(format!(
+                "{}: no valid checkpoint (train first, or pass --checkpoint DIR)",
+                root.display()
+            ))
+        })?,
+    };
+    ckpt::check_model(cfg, &dir, &manifest, action)?;
+    Ok((dir, manifest))
+}
+
 /// Loads the checkpoint `which` of `<run_dir>/checkpoints` into a new network on `device`.
 /// A checkpoint whose `[model]` differs from `cfg`'s is refused (exit 2); `action` names what
 /// was refused in that message.
@@ -61,21 +88,7 @@ pub fn load_model(
              prediction-network weights; evaluate it with `convtt-worker eval`"
         )));
     }
-    let root = run_dir.join("checkpoints");
-    let (dir, manifest) = match which {
-        Resume::No => {
-            return Err(Error::Usage(
-                "--checkpoint must be `auto` or a checkpoint directory".into(),
-            ))
-        }
-        _ => ckpt::resolve(&root, which)?.ok_or_else(|| {
-            Error::Usage(format!(
-                "{}: no valid checkpoint (train first, or pass --checkpoint DIR)",
-                root.display()
-            ))
-        })?,
-    };
-    ckpt::check_model(cfg, &dir, &manifest, action)?;
+    let (dir, manifest) = find_checkpoint(cfg, run_dir, which, action)?;
     let vs = VarStore::new(device);
     let net = Network::new(&vs.root(), &cfg.model);
     let mut flat = FlatParams::new(&vs);

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use convtt_common::config::ValidConfig;
 use convtt_common::model::Network;
-use convtt_core::plot::{span, DrawResult};
+use convtt_core::plot::{draw_legend, span, DrawResult};
 use plotters::prelude::*;
 
 use crate::checkpoint::Resume;
@@ -115,13 +115,7 @@ pub fn loss_plot(path: &Path, s: &Series) -> Result<()> {
             .draw_series(s.valid.iter().map(|&p| Circle::new(p, 3, RED.filled())))?
             .label("validation")
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], red));
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .label_font(("sans-serif", 15))
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()?;
+        draw_legend(&mut chart, 15)?;
         root.present()?;
         Ok(())
     })
@@ -172,13 +166,7 @@ pub fn per_frame_plot(path: &Path, step: u64, mse: &[f64], ssim: &[f64]) -> Resu
                 .label(name)
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
             chart.draw_series(points.iter().map(|&p| Circle::new(p, 3, color.filled())))?;
-            chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::UpperRight)
-                .label_font(("sans-serif", 15))
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK)
-                .draw()?;
+            draw_legend(&mut chart, 15)?;
         }
         root.present()?;
         Ok(())

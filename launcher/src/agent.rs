@@ -820,10 +820,14 @@ mod tests {
         AgentClient::connect(path, rank, WorkerDevice::Cpu, "0", Duration::from_secs(20)).unwrap()
     }
 
-    /// Runs `body(rank, client)` on `n` std threads against a real hub; returns their results.
+    /// Runs `body(rank, client)` on `n` std threads against a real hub; returns their results
+    /// and the hub's events, collected until `until` holds for them. The hub handles a client's
+    /// last messages after the client's thread may have returned, so the events are awaited
+    /// (bounded by a generous deadline), never sampled.
     fn with_clients<T: Send + 'static>(
         tag: &str,
         spec: AttemptSpec,
+        until: impl Fn(&[AgentEvent]) -> bool,
         body: impl Fn(u32, AgentClient) -> T + Send + Sync + 'static,
     ) -> (Vec<T>, Vec<AgentEvent>) {
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -843,11 +847,19 @@ mod tests {
             })
             .collect();
         let out = handles.into_iter().map(|h| h.join().unwrap()).collect();
-        drop(attempt);
         let mut evs = Vec::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !until(&evs) {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match rt.block_on(async { tokio::time::timeout(left, events.recv()).await }) {
+                Ok(Some(e)) => evs.push(e),
+                _ => panic!("the hub's events never satisfied the test: {evs:?}"),
+            }
+        }
         while let Ok(e) = events.try_recv() {
             evs.push(e);
         }
+        drop(attempt);
         drop(server);
         (out, evs)
     }
@@ -862,15 +874,20 @@ mod tests {
             vec![1.0, 4.0],
         ];
         let c = contrib.clone();
-        let (res, _) = with_clients("ar", spec(4, 10_000), move |r, mut cl| {
-            // Later ranks arrive first.
-            thread::sleep(Duration::from_millis(60 * (3 - r as u64)));
-            let mut buf = c[r as usize].clone();
-            cl.all_reduce_mean(&mut buf).unwrap();
-            let mut second = vec![r as f32; 3];
-            cl.all_reduce_mean(&mut second).unwrap();
-            (cl.attempt(), cl.world_size(), buf, second)
-        });
+        let (res, _) = with_clients(
+            "ar",
+            spec(4, 10_000),
+            |_| true,
+            move |r, mut cl| {
+                // Later ranks arrive first.
+                thread::sleep(Duration::from_millis(60 * (3 - r as u64)));
+                let mut buf = c[r as usize].clone();
+                cl.all_reduce_mean(&mut buf).unwrap();
+                let mut second = vec![r as f32; 3];
+                cl.all_reduce_mean(&mut second).unwrap();
+                (cl.attempt(), cl.world_size(), buf, second)
+            },
+        );
         // Rank order: ((1e8 + 1) + -1e8) + 1 = 1 in f32 (arrival order would give 2).
         let want0 = (((contrib[0][0] + contrib[1][0]) + contrib[2][0]) + contrib[3][0]) / 4.0;
         assert_eq!(want0, 0.25);
@@ -884,7 +901,13 @@ mod tests {
 
     #[test]
     fn broadcast_barrier_and_nccl_id_relay() {
-        let (res, events) = with_clients("bc", spec(3, 10_000), |r, mut cl| {
+        let goodbyes = |evs: &[AgentEvent]| {
+            evs.iter()
+                .filter(|e| matches!(e, AgentEvent::Goodbye { .. }))
+                .count()
+                == 3
+        };
+        let (res, events) = with_clients("bc", spec(3, 10_000), goodbyes, |r, mut cl| {
             let mut buf = if r == 0 { *b"hello" } else { [0u8; 5] };
             cl.broadcast(&mut buf).unwrap();
             cl.barrier().unwrap();
@@ -918,7 +941,8 @@ mod tests {
             .any(|e| matches!(e, AgentEvent::Progress { progress, .. } if progress.step == 7)));
         assert!(events
             .iter()
-            .any(|e| matches!(e, AgentEvent::Goodbye { code: 0, .. })));
+            .filter(|e| matches!(e, AgentEvent::Goodbye { .. }))
+            .all(|e| matches!(e, AgentEvent::Goodbye { code: 0, .. })));
         assert!(
             !events.iter().any(|e| matches!(e, AgentEvent::Failure(_))),
             "{events:?}"
@@ -927,7 +951,8 @@ mod tests {
 
     #[test]
     fn a_rank_that_never_contributes_times_out_by_name() {
-        let (res, events) = with_clients("to", spec(3, 300), |r, mut cl| {
+        let failed = |evs: &[AgentEvent]| evs.iter().any(|e| matches!(e, AgentEvent::Failure(_)));
+        let (res, events) = with_clients("to", spec(3, 300), failed, |r, mut cl| {
             if r == 2 {
                 // Alive but never joins the collective; wait for the others' verdict.
                 thread::sleep(Duration::from_millis(900));

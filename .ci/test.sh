@@ -16,5 +16,5 @@ step "cargo build (binaries for the end-to-end tests)"
 cargo build --workspace --bins --locked
 step "cargo test"
 # The Slurm end-to-end test must run here: a cluster that cannot start fails it instead of
-# skipping it.
-CONVTT_REQUIRE_SLURM=1 cargo test --workspace --locked
+# skipping it. --no-fail-fast: one failing test binary must not hide the others' results.
+CONVTT_REQUIRE_SLURM=1 cargo test --workspace --locked --no-fail-fast

@@ -42,9 +42,9 @@ step "convtt-launch --cpu-workers 2 --config $cfg --run-dir $run"
 step "convtt-worker eval --split test (the horizons of train.eval_horizons)"
 "$bin/convtt-worker" eval --config "$cfg" --run-dir "$run" --checkpoint auto --split test
 
-step "convtt-worker predict → $run/plots/test-clip-0.png"
+step "convtt-worker predict → $run/plots/test-clip-0.{png,gif}"
 "$bin/convtt-worker" predict --config "$cfg" --run-dir "$run" --checkpoint auto --split test \
-  --clip 0 --out "$run/plots/test-clip-0.png"
+  --clip 0 --out "$run/plots/test-clip-0.png" --gif "$run/plots/test-clip-0.gif"
 
 step "results in $run"
 cat "$run/summary.toml"

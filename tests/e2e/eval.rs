@@ -153,8 +153,9 @@ fn train_then_eval_predict_export_and_plot() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("model.rank"), "{stderr}");
 
-    // predict: 6 columns (6 futures > 4 inputs), 3 rows.
+    // predict: 6 columns (6 futures > 4 inputs), 3 rows; and the clip as an animated GIF.
     let strip = r.dir.join("strip.png");
+    let anim = r.dir.join("clip.gif");
     let out = r.worker(
         "predict",
         &[
@@ -166,10 +167,17 @@ fn train_then_eval_predict_export_and_plot() {
             "6",
             "--out",
             strip.to_str().unwrap(),
+            "--gif",
+            anim.to_str().unwrap(),
         ],
     );
     assert!(out.status.success(), "{:?}", texts(&out));
     assert_eq!(png_size(&strip), (6 * 32 + 5 * 2, 3 * 32 + 2 * 2));
+    // GIF89a, logical screen 2 frames + gap wide, a frame + gap + 3-pixel bar high.
+    let gif = std::fs::read(&anim).unwrap();
+    assert_eq!(&gif[..6], b"GIF89a");
+    let le = |i: usize| u16::from_le_bytes([gif[i], gif[i + 1]]);
+    assert_eq!((le(6), le(8)), (2 * 32 + 2, 32 + 2 + 3));
 
     // export from an explicit checkpoint directory (the run is implied).
     let weights = r.dir.join("model.safetensors");

@@ -140,6 +140,9 @@ pub struct PredictArgs {
     /// The PNG strip: rows input | ground truth | prediction.
     #[arg(long, value_name = "FILE")]
     pub out: PathBuf,
+    /// Also an animated GIF of the same clip: truth beside prediction, frame by frame.
+    #[arg(long, value_name = "FILE")]
+    pub gif: Option<PathBuf>,
 }
 
 /// Arguments of `export`.

@@ -83,7 +83,8 @@ pub fn span(values: impl Iterator<Item = f64>, top: f64) -> std::ops::Range<f64>
     lo - pad..hi + top * pad
 }
 
-/// Writes 8-bit pixels (`channels` = 1 grey or 3 RGB, rows top to bottom) as a PNG.
+/// Writes 8-bit pixels (`channels` = 1 grey or 3 RGB, rows top to bottom) as a PNG, atomically:
+/// an existing file is replaced only by a complete new one.
 pub fn write_png(
     path: &Path,
     px: &[u8],
@@ -92,18 +93,60 @@ pub fn write_png(
     channels: usize,
 ) -> Result<()> {
     debug_assert_eq!(px.len(), width * height * channels);
-    let err = |e: String| Error::io(path, std::io::Error::other(e));
-    let file = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
-    let mut enc = png::Encoder::new(std::io::BufWriter::new(file), width as u32, height as u32);
+    let err = |e: png::EncodingError| Error::io(path, std::io::Error::other(e.to_string()));
+    let mut bytes = Vec::new();
+    let mut enc = png::Encoder::new(&mut bytes, width as u32, height as u32);
     enc.set_color(if channels == 3 {
         png::ColorType::Rgb
     } else {
         png::ColorType::Grayscale
     });
     enc.set_depth(png::BitDepth::Eight);
-    let mut wr = enc.write_header().map_err(|e| err(e.to_string()))?;
-    wr.write_image_data(px).map_err(|e| err(e.to_string()))?;
-    wr.finish().map_err(|e| err(e.to_string()))
+    let mut wr = enc.write_header().map_err(err)?;
+    wr.write_image_data(px).map_err(err)?;
+    wr.finish().map_err(err)?;
+    crate::fsutil::write_atomic(path, &bytes)
+}
+
+/// Writes an animated GIF that loops forever, atomically. Each frame holds 8-bit pixels of
+/// `width` × `height` (`channels` = 1 grey or 3 RGB, rows top to bottom) and is shown for its
+/// delay in hundredths of a second. Grey frames are exact (a palette of the 256 greys); RGB
+/// frames are quantised to a palette of their own (NeuQuant).
+pub fn write_gif(
+    path: &Path,
+    frames: &[(Vec<u8>, u16)],
+    width: usize,
+    height: usize,
+    channels: usize,
+) -> Result<()> {
+    let err = |e: gif::EncodingError| Error::io(path, std::io::Error::other(e.to_string()));
+    let (w, h) = match (u16::try_from(width), u16::try_from(height)) {
+        (Ok(w), Ok(h)) => (w, h),
+        _ => {
+            return Err(Error::io(
+                path,
+                std::io::Error::other(format!("{width}×{height} exceeds GIF's 65535×65535")),
+            ))
+        }
+    };
+    let greys: Vec<u8> = (0..=255u8).flat_map(|v| [v, v, v]).collect();
+    let mut bytes = Vec::new();
+    {
+        let global: &[u8] = if channels == 3 { &[] } else { &greys };
+        let mut enc = gif::Encoder::new(&mut bytes, w, h, global).map_err(err)?;
+        enc.set_repeat(gif::Repeat::Infinite).map_err(err)?;
+        for (px, delay) in frames {
+            debug_assert_eq!(px.len(), width * height * channels);
+            let mut frame = if channels == 3 {
+                gif::Frame::from_rgb_speed(w, h, px, 10)
+            } else {
+                gif::Frame::from_indexed_pixels(w, h, px.clone(), None)
+            };
+            frame.delay = *delay;
+            enc.write_frame(&frame).map_err(err)?;
+        }
+    }
+    crate::fsutil::write_atomic(path, &bytes)
 }
 
 #[cfg(test)]
@@ -118,5 +161,37 @@ mod tests {
         assert!(r.start < 2.0 && r.end == 2.0);
         assert_eq!(span(std::iter::empty(), 1.0), 0.0..1.0);
         assert_eq!(span([f64::NAN].into_iter(), 1.0), 0.0..1.0);
+    }
+
+    #[test]
+    fn grey_gif_frames_decode_exactly_and_loop() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.gif");
+        let frames: Vec<(Vec<u8>, u16)> = (0..3u8)
+            .map(|k| ((0..12u8).map(|v| v * 20 + k).collect(), 10 + k as u16))
+            .collect();
+        write_gif(&path, &frames, 4, 3, 1).unwrap();
+        let mut opts = gif::DecodeOptions::new();
+        opts.set_color_output(gif::ColorOutput::RGBA);
+        let mut dec = opts.read_info(std::fs::File::open(&path).unwrap()).unwrap();
+        assert_eq!((dec.width(), dec.height()), (4, 3));
+        let mut n = 0;
+        while let Some(f) = dec.read_next_frame().unwrap() {
+            let (want, delay) = &frames[n];
+            assert_eq!(f.delay, *delay);
+            let grey: Vec<u8> = f.buffer.chunks_exact(4).map(|p| p[0]).collect();
+            assert_eq!(&grey, want);
+            assert!(f
+                .buffer
+                .chunks_exact(4)
+                .all(|p| p[0] == p[1] && p[1] == p[2]));
+            n += 1;
+        }
+        assert_eq!(n, 3);
+        // A frame size GIF cannot hold is an error naming the file; nothing is left behind.
+        let big = dir.path().join("big.gif");
+        let e = write_gif(&big, &[(vec![0; 70_000], 1)], 70_000, 1, 1).unwrap_err();
+        assert!(e.to_string().contains("big.gif"), "{e}");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 }

@@ -504,14 +504,9 @@ pub fn run_predict(args: &PredictArgs) -> Result<()> {
         return Ok(());
     }
     let future = args.future.unwrap_or(ctx.cfg.data.future_frames);
-    let (w, h) = strip::prediction_strip(
-        &loaded.net,
-        &ctx.cfg.data,
-        &args.split,
-        args.clip,
-        future,
-        &args.out,
-    )?;
+    let clip =
+        strip::ClipPrediction::new(&loaded.net, &ctx.cfg.data, &args.split, args.clip, future)?;
+    let (w, h) = clip.write_strip(&args.out)?;
     println!(
         "wrote {} ({w}×{h}: {} input | {future} truth | {future} predicted frames of clip {} of {}, step {})",
         args.out.display(),
@@ -520,6 +515,14 @@ pub fn run_predict(args: &PredictArgs) -> Result<()> {
         args.split,
         loaded.manifest.step
     );
+    if let Some(gif) = &args.gif {
+        let (w, h) = clip.write_gif(gif)?;
+        println!(
+            "wrote {} ({w}×{h}, {} frames: truth | input then prediction)",
+            gif.display(),
+            ctx.cfg.data.input_frames + future
+        );
+    }
     Ok(())
 }
 

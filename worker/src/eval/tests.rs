@@ -89,13 +89,18 @@ fn ctx(extra: &[&str]) -> Context {
 
 /// (width, height, color type) of a PNG file.
 fn png_info(path: &Path) -> (u32, u32, png::ColorType) {
+    let (info, _) = png_read(path);
+    (info.width, info.height, info.color_type)
+}
+
+fn png_read(path: &Path) -> (png::OutputInfo, Vec<u8>) {
     let file = std::fs::File::open(path).unwrap();
     let mut reader = png::Decoder::new(std::io::BufReader::new(file))
         .read_info()
         .unwrap();
     let mut buf = vec![0; reader.output_buffer_size()];
     let info = reader.next_frame(&mut buf).unwrap();
-    (info.width, info.height, info.color_type)
+    (info, buf)
 }
 
 fn approx_eq(a: &serde_json::Value, b: &serde_json::Value) -> bool {
@@ -238,6 +243,7 @@ fn predict_writes_a_three_row_strip() {
         clip: 5,
         future: Some(6),
         out: out.clone(),
+        gif: Some(dir.path().join("clip.gif")),
     })
     .unwrap();
     // 6 columns (the longer of 4 inputs and 6 futures) and 3 rows of 32×32 with 2-pixel gaps.
@@ -246,12 +252,55 @@ fn predict_writes_a_three_row_strip() {
         png_info(&out),
         (6 * 32 + 5 * g, 3 * 32 + 2 * g, png::ColorType::Grayscale)
     );
+    // The GIF: 4 + 6 frames of truth | model side by side, a gap, then the 3-pixel bar.
+    let mut opts = gif::DecodeOptions::new();
+    opts.set_color_output(gif::ColorOutput::RGBA);
+    let file = std::fs::File::open(dir.path().join("clip.gif")).unwrap();
+    let mut dec = opts.read_info(file).unwrap();
+    let (w, h) = (2 * 32 + g as usize, 32 + g as usize + 3);
+    assert_eq!((dec.width() as usize, dec.height() as usize), (w, h));
+    let mut frames = Vec::new();
+    while let Some(f) = dec.read_next_frame().unwrap() {
+        frames.push(f.buffer.chunks_exact(4).map(|p| p[0]).collect::<Vec<u8>>());
+    }
+    assert_eq!(frames.len(), 10);
+    // While conditioning both panels show the input frame; the bar grows frame by frame.
+    let left = |f: &[u8]| {
+        (0..32)
+            .flat_map(|y| f[y * w..y * w + 32].to_vec())
+            .collect::<Vec<_>>()
+    };
+    let right = |f: &[u8]| {
+        (0..32)
+            .flat_map(|y| f[y * w + w - 32..(y + 1) * w].to_vec())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(left(&frames[0]), right(&frames[0]));
+    // From frame 4 on: truth beside prediction, the same pixels as the strip's rows 2 and 3.
+    let (info, strip) = png_read(&out);
+    let sw = info.width as usize;
+    let cell = |row: usize, col: usize| {
+        let (x0, y0) = (col * (32 + g as usize), row * (32 + g as usize));
+        (0..32)
+            .flat_map(|y| strip[(y0 + y) * sw + x0..(y0 + y) * sw + x0 + 32].to_vec())
+            .collect::<Vec<_>>()
+    };
+    for k in [0, 5] {
+        assert_eq!(left(&frames[4 + k]), cell(1, k));
+        assert_eq!(right(&frames[4 + k]), cell(2, k));
+    }
+    assert_eq!(left(&frames[2]), cell(0, 2));
+    let bar = |f: &[u8]| f[(h - 1) * w..].iter().filter(|&&v| v > 0).count();
+    assert!(bar(&frames[0]) < bar(&frames[5]) && bar(&frames[9]) == w);
+    assert_eq!(frames[9][(h - 1) * w], 255);
+    assert_eq!(frames[3][(h - 1) * w], 128);
     let e = run_predict(&PredictArgs {
         model: checkpoint_args(&[]),
         split: "test".into(),
         clip: 8,
         future: None,
         out,
+        gif: None,
     })
     .unwrap_err();
     assert_eq!(e.exit_code(), exit::CONFIG);

@@ -186,6 +186,57 @@ pub fn signal_group(pgid: Pid, sig: Signal) -> bool {
     killpg(pgid, sig).is_ok()
 }
 
+/// Live (non-zombie) processes whose process group is one of `pgids`, read from /proc.
+pub fn group_members(pgids: &[Pid]) -> Vec<Pid> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for e in dir.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid pgrp …; comm may hold spaces, so split after the last ')'.
+        let Some(close) = stat.rfind(')') else {
+            continue;
+        };
+        let f: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+        let pgrp = f.get(2).and_then(|g| g.parse::<i32>().ok());
+        if f.first() != Some(&"Z") && pgrp.is_some_and(|g| pgids.contains(&Pid::from_raw(g))) {
+            out.push(Pid::from_raw(pid));
+        }
+    }
+    out
+}
+
+/// SIGKILLs the process groups `pgids` and waits until none of their processes is alive (a
+/// killed process still runs until the kernel has torn it down, which takes a while on a busy
+/// machine), so that nothing of an attempt outlives it. Gives up after `limit` and returns the
+/// survivors (a process stuck in uninterruptible sleep), having logged them.
+pub async fn kill_groups_and_wait(pgids: &[Pid], limit: Duration) -> Vec<Pid> {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        for g in pgids {
+            let _ = killpg(*g, Signal::SIGKILL);
+        }
+        let left = group_members(pgids);
+        if left.is_empty() {
+            return left;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            tracing::error!(
+                "processes {left:?} of the run are still alive {:.1} s after SIGKILL",
+                limit.as_secs_f64()
+            );
+            return left;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// Sends `sig` to the worker process only (not the helpers it started).
 pub fn signal_process(pid: Pid, sig: Signal) -> bool {
     kill(pid, sig).is_ok()

@@ -25,7 +25,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::agent::{AgentEvent, AgentServer, AttemptSpec};
-use crate::child::{signal_group, signal_process, Child};
+use crate::child::{self, signal_group, signal_process, Child};
 use crate::cluster::Cluster;
 use crate::console::Console;
 use crate::error::{Error, Result};
@@ -316,10 +316,10 @@ async fn run_attempt(
         }
     }
     // Every leader is reaped and each Child's drop killed its group; make sure of stragglers
-    // that changed nothing about their group (a helper that ignored SIGTERM).
-    for w in workers.values() {
-        signal_group(w.pid, Signal::SIGKILL);
-    }
+    // that changed nothing about their group (a helper that ignored SIGTERM), and wait until
+    // they are gone: nothing of this attempt may outlive it.
+    let groups: Vec<Pid> = workers.values().map(|w| w.pid).collect();
+    child::kill_groups_and_wait(&groups, Duration::from_secs(5)).await;
     drop(agent);
     Ok(ended)
 }

@@ -113,22 +113,10 @@ fn never() -> Shutdown {
 
 /// Pids of live (non-zombie) processes whose process group is `pgid`.
 fn group_members(pgid: i32) -> Vec<i32> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        // pid (comm) state ppid pgrp …; comm may hold spaces, so split after the last ')'.
-        let rest = &stat[stat.rfind(')').unwrap() + 2..];
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        if f[2].parse::<i32>().ok() == Some(pgid) && f[0] != "Z" {
-            out.push(pid);
-        }
-    }
-    out
+    crate::child::group_members(&[Pid::from_raw(pgid)])
+        .into_iter()
+        .map(Pid::as_raw)
+        .collect()
 }
 
 fn alive(pid: i32) -> bool {
@@ -170,7 +158,11 @@ fn a_retryable_failure_restarts_every_worker_with_a_fresh_attempt() {
     // Attempt 0: rank 1 fails with 3 while rank 0 would run forever (it is torn down).
     let script = r#"echo "$CONVTT_RANK $CONVTT_ATTEMPT $*" >> "$RUN/starts"
         if [ "$CONVTT_ATTEMPT" = 0 ]; then
-            if [ "$CONVTT_RANK" = 1 ]; then echo "peer lost" >&2; exit 3; fi
+            if [ "$CONVTT_RANK" = 1 ]; then
+                # Fail only once rank 0 has recorded its start (it is torn down right after).
+                while ! grep -q "^0 0" "$RUN/starts"; do sleep 0.01; done
+                echo "peer lost" >&2; exit 3
+            fi
             exec sleep 1000
         fi
         exit 0"#;

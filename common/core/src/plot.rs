@@ -140,7 +140,13 @@ pub fn write_gif(
             let mut frame = if channels == 3 {
                 gif::Frame::from_rgb_speed(w, h, px, 10)
             } else {
-                gif::Frame::from_indexed_pixels(w, h, px.clone(), None)
+                // Grey values are indices into the global palette: the pixels as they are.
+                gif::Frame {
+                    width: w,
+                    height: h,
+                    buffer: std::borrow::Cow::Borrowed(px),
+                    ..gif::Frame::default()
+                }
             };
             frame.delay = *delay;
             enc.write_frame(&frame).map_err(err)?;

@@ -75,16 +75,26 @@ impl ConvLstmCell {
     /// `x`: `[B, Cin, H, W]`, state `[B, Ch, H, W]` → `[B, Ch, H, W]`
     pub fn step(&self, x: &Tensor, state: &CellState) -> (Tensor, CellState) {
         let _span = tracing::trace_span!("conv_lstm_cell").entered();
-        let z = self.conv.forward(&Tensor::cat(&[x, state.latest()], 1));
-        let (h, c) = lstm_update(&z, &state.cell);
-        let next = state.push(&h, c, 1);
-        (h, next)
+        conv_lstm_step(|xh| self.conv.forward(xh), x, state)
     }
 
     /// `conv.weight`, `conv.bias` with `prefix.` prepended (state_dict order).
     pub fn named_parameters(&self, prefix: &str) -> Vec<(String, Tensor)> {
         self.conv.named(&format!("{prefix}conv")).into()
     }
+}
+
+/// One ConvLSTM time step whose gate pre-activations are `gates([X_t | H_{t−1}])`: the
+/// dense cell passes its convolution, the classic-TTD cell its tensor-train convolution.
+pub(crate) fn conv_lstm_step(
+    gates: impl FnOnce(&Tensor) -> Tensor,
+    x: &Tensor,
+    state: &CellState,
+) -> (Tensor, CellState) {
+    let z = gates(&Tensor::cat(&[x, state.latest()], 1));
+    let (h, c) = lstm_update(&z, &state.cell);
+    let next = state.push(&h, c, 1);
+    (h, next)
 }
 
 /// The LSTM update from gate pre-activations `z` = [i | f | o | g] (each Ch channels):

@@ -29,7 +29,7 @@
 use tch::nn::Init;
 use tch::{nn, Device, Tensor};
 
-use super::conv_lstm_cell::lstm_update;
+use super::conv_lstm_cell::conv_lstm_step;
 use super::init::{bias_init, fans, InitScheme};
 use super::state::CellState;
 pub use crate::config::tt_factors;
@@ -223,10 +223,7 @@ impl TtdConvLstmCell {
     /// `x`: `[B, Cin, H, W]`, state `[B, Ch, H, W]` → `[B, Ch, H, W]`
     pub fn step(&self, x: &Tensor, state: &CellState) -> (Tensor, CellState) {
         let _span = tracing::trace_span!("ttd_conv_lstm_cell").entered();
-        let z = self.conv.forward(&Tensor::cat(&[x, state.latest()], 1));
-        let (h, c) = lstm_update(&z, &state.cell);
-        let next = state.push(&h, c, 1);
-        (h, next)
+        conv_lstm_step(|xh| self.conv.forward(xh), x, state)
     }
 
     /// `conv.cores.{i}`, then `conv.bias`, with `prefix` prepended.
@@ -246,6 +243,7 @@ impl TtdConvLstmCell {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::conv_lstm_cell::lstm_update;
     use crate::model::testing::{check_gradients, probe_rollout};
     use tch::Kind;
 

@@ -7,17 +7,11 @@ use clap::Parser;
 use convtt_common::config::{DataConfig, DataSource};
 use convtt_common::dataset::{DatasetManifest, MANIFEST_FILE};
 
-use super::tool::{run, DataCli};
+use super::tool::DataCli;
 use super::*;
 use crate::exit;
 
-/// Runs `convtt-data ARGS` in-process.
-fn data(args: &[&str]) -> crate::Result<()> {
-    run(
-        DataCli::try_parse_from(std::iter::once("convtt-data").chain(args.iter().copied()))
-            .expect("valid command line"),
-    )
-}
+use super::tool::run_args as data;
 
 /// A small Moving-MNIST dataset: 6 train, 2 valid, 3 test clips of 4 frames, 3 clips per shard
 /// (4 shards).

@@ -887,6 +887,16 @@ pub fn write_strip(path: &Path, clip: &[u8], [t, c, h, w]: [usize; 4]) -> Result
     write_png(path, &px, width, h, out_c)
 }
 
+/// Runs `convtt-data ARGS` in-process (tests).
+#[cfg(test)]
+pub(crate) fn run_args(args: &[&str]) -> Result<()> {
+    use clap::Parser;
+    run(
+        DataCli::try_parse_from(std::iter::once("convtt-data").chain(args.iter().copied()))
+            .expect("valid command line"),
+    )
+}
+
 /// Writes 8-bit pixels as a PNG ([`convtt_core::plot::write_png`], shared with the plots).
 pub fn write_png(
     path: &Path,

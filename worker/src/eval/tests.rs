@@ -4,8 +4,6 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use clap::Parser;
-
 use super::*;
 use crate::cli::ConfigArgs;
 use crate::exit;
@@ -28,7 +26,6 @@ fn fixture() -> &'static Fixture {
         std::fs::create_dir_all(&root).unwrap();
         let ds = root.join("mmnist");
         let args = [
-            "convtt-data",
             "moving-mnist",
             "--out",
             ds.to_str().unwrap(),
@@ -45,7 +42,7 @@ fn fixture() -> &'static Fixture {
             "--seed",
             "3",
         ];
-        crate::data::tool::run(crate::data::tool::DataCli::try_parse_from(args).unwrap()).unwrap();
+        crate::data::tool::run_args(&args).unwrap();
         let overrides: Vec<String> = [
             format!("data.dataset={}", ds.display()),
             "data.height=32".into(),

@@ -4,8 +4,6 @@
 
 use std::path::Path;
 
-use clap::Parser;
-
 use super::*;
 
 fn losses(run: &Path) -> Vec<f64> {
@@ -24,7 +22,6 @@ fn mixed_precision_tracks_f32_on_cuda() {
     let root = tempfile::tempdir().unwrap();
     let ds = root.path().join("mmnist");
     let args = [
-        "convtt-data",
         "moving-mnist",
         "--out",
         ds.to_str().unwrap(),
@@ -37,7 +34,7 @@ fn mixed_precision_tracks_f32_on_cuda() {
         "--seed",
         "5",
     ];
-    crate::data::tool::run(crate::data::tool::DataCli::try_parse_from(args).unwrap()).unwrap();
+    crate::data::tool::run_args(&args).unwrap();
     let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/tiny-cpu.toml");
     let run = |precision: &str| {
         let dir = root.path().join(precision);

@@ -99,6 +99,22 @@ mod tests {
 
     #[test]
     fn seeded_init_is_reproducible() {
+        // libtorch's generator is global to the process and the tests beside this one draw
+        // from it too, so the two draws run alone: in a child process of this test binary
+        // that runs only this test.
+        const CHILD: &str = "CONVTT_TEST_SEEDED_INIT_CHILD";
+        if std::env::var_os(CHILD).is_none() {
+            let out = std::process::Command::new(std::env::current_exe().unwrap())
+                .args(["--exact", "model::init::tests::seeded_init_is_reproducible"])
+                .args(["--test-threads=1", "--nocapture"])
+                .env(CHILD, "1")
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(out.status.success(), "{text}");
+            assert!(text.contains("1 passed"), "{text}");
+            return;
+        }
         let draw = || {
             tch::manual_seed(3);
             let vs = nn::VarStore::new(Device::Cpu);

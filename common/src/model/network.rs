@@ -342,29 +342,11 @@ impl Network {
     /// [`Error::Shape`] when `frames`, the rollout lengths or the mask do not fit.
     pub fn forward(&self, frames: &Tensor, rollout: &Rollout) -> Result<Tensor> {
         let _span = tracing::trace_span!("network_forward").entered();
-        let (b, h, w) = self.check_rollout(frames, rollout)?;
-        let (kind, device) = self.options();
-        let frames = frames.to_device(device).to_kind(kind);
-        let mask = match &rollout.feedback {
-            Feedback::Mixed(m) => Some(m.to_device(device).to_kind(kind)),
-            Feedback::Autoregressive => None,
-        };
-        let input_frames = rollout.input_frames as i64;
+        let (inputs, (b, h, w)) = RolloutInputs::new(self, frames, rollout)?;
         let mut state = self.zero_state(b, h, w);
         let mut outputs: Vec<Tensor> = Vec::with_capacity(rollout.steps());
-        for t in 0..rollout.steps() as i64 {
-            let x = if t < input_frames {
-                frames.select(1, t)
-            } else {
-                let prev = outputs.last().expect("t ≥ I ≥ 1");
-                match &mask {
-                    None => prev.shallow_clone(),
-                    Some(m) => {
-                        let m = m.select(1, t - input_frames).view([b, 1, 1, 1]);
-                        frames.select(1, t) * &m + prev * (1.0 - &m)
-                    }
-                }
-            };
+        for t in 0..rollout.steps() {
+            let x = inputs.at(t, outputs.last());
             let (y, next) = self.step(&x, &state);
             outputs.push(y);
             state = next;
@@ -425,6 +407,57 @@ impl Network {
             }
         }
         Ok((b, h, w))
+    }
+}
+
+/// The inputs of a rollout's steps, on the parameters' device and dtype: step t takes the
+/// ground-truth frame while conditioning, then the previous prediction — or, with scheduled
+/// sampling, the mix of both that the mask picks per sample. Shared by [`Network::forward`]
+/// and the recomputing backward pass, so both feed the cells alike.
+pub(crate) struct RolloutInputs {
+    frames: Tensor,
+    mask: Option<Tensor>,
+    input_frames: usize,
+    batch: i64,
+}
+
+impl RolloutInputs {
+    /// Checks `frames` against the rollout; returns the inputs and `(B, H, W)`.
+    pub(crate) fn new(
+        net: &Network,
+        frames: &Tensor,
+        rollout: &Rollout,
+    ) -> Result<(Self, (i64, i64, i64))> {
+        let (b, h, w) = net.check_rollout(frames, rollout)?;
+        let (kind, device) = net.options();
+        let mask = match &rollout.feedback {
+            Feedback::Mixed(m) => Some(m.to_device(device).to_kind(kind)),
+            Feedback::Autoregressive => None,
+        };
+        let inputs = RolloutInputs {
+            frames: frames.to_device(device).to_kind(kind),
+            mask,
+            input_frames: rollout.input_frames,
+            batch: b,
+        };
+        Ok((inputs, (b, h, w)))
+    }
+
+    /// The input of step `t`, given the previous step's prediction (needed once t ≥ I).
+    pub(crate) fn at(&self, t: usize, prev: Option<&Tensor>) -> Tensor {
+        if t < self.input_frames {
+            return self.frames.select(1, t as i64);
+        }
+        let prev = prev.expect("t ≥ I ≥ 1 has a previous prediction");
+        match &self.mask {
+            None => prev.shallow_clone(),
+            Some(m) => {
+                let m = m
+                    .select(1, (t - self.input_frames) as i64)
+                    .view([self.batch, 1, 1, 1]);
+                self.frames.select(1, t as i64) * &m + prev * (1.0 - &m)
+            }
+        }
     }
 }
 

@@ -23,7 +23,7 @@
 
 use tch::{Kind, Tensor};
 
-use super::network::{Feedback, Network, Rollout};
+use super::network::{Network, Rollout, RolloutInputs};
 use super::state::{CellState, NetState};
 use crate::error::Result;
 
@@ -72,29 +72,10 @@ pub fn backward_recomputed(
     step_loss: impl Fn(usize, &Tensor) -> Option<Tensor>,
 ) -> Result<Tensor> {
     let _span = tracing::trace_span!("backward_recomputed").entered();
-    let (b, h, w) = net.check_rollout(frames, rollout)?;
+    let (inputs, (b, h, w)) = RolloutInputs::new(net, frames, rollout)?;
     let (kind, device) = net.options();
-    let frames = frames.to_device(device).to_kind(kind);
-    let mask = match &rollout.feedback {
-        Feedback::Mixed(m) => Some(m.to_device(device).to_kind(kind)),
-        Feedback::Autoregressive => None,
-    };
     let input_frames = rollout.input_frames;
     let steps = rollout.steps();
-    // The input of step t from the ground truth and the previous prediction (as in forward).
-    let input = |t: usize, prev: Option<&Tensor>| -> Tensor {
-        if t < input_frames {
-            return frames.select(1, t as i64);
-        }
-        let prev = prev.expect("t ≥ I ≥ 1 has a previous prediction");
-        match &mask {
-            None => prev.shallow_clone(),
-            Some(m) => {
-                let m = m.select(1, (t - input_frames) as i64).view([b, 1, 1, 1]);
-                frames.select(1, t as i64) * &m + prev * (1.0 - &m)
-            }
-        }
-    };
 
     // 1. Forward without gradients, keeping the step-boundary states and the predictions.
     let mut states = Vec::with_capacity(steps);
@@ -102,7 +83,7 @@ pub fn backward_recomputed(
     tch::no_grad(|| {
         let mut state = net.zero_state(b, h, w);
         for t in 0..steps {
-            let x = input(t, outputs.last());
+            let x = inputs.at(t, outputs.last());
             let (y, next) = net.step(&x, &state);
             states.push(state);
             outputs.push(y);
@@ -117,7 +98,7 @@ pub fn backward_recomputed(
     for t in (0..steps).rev() {
         let s = leaves(&states[t]);
         let prev = (t >= input_frames).then(|| outputs[t - 1].detach().set_requires_grad(true));
-        let x = input(t, prev.as_ref());
+        let x = inputs.at(t, prev.as_ref());
         let (y, next) = net.step(&x, &s);
         let mut terms: Vec<Tensor> = Vec::new();
         if let Some(l) = step_loss(t, &y) {

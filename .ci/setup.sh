@@ -16,7 +16,8 @@ say() { printf 'setup: %s\n' "$*" >&2; }
 
 # --- Debian packages ----------------------------------------------------------------------------
 # slurm-wlm + munge: the end-to-end Slurm test starts a single-node cluster (.ci/slurm-cluster.sh).
-apt_packages=(libhdf5-dev libopenmpi-dev openmpi-bin clang libclang-dev pkg-config slurm-wlm munge)
+# patchelf: .ci/gpu-kit.sh points the kit's binaries at their bundled libraries.
+apt_packages=(libhdf5-dev libopenmpi-dev openmpi-bin clang libclang-dev pkg-config slurm-wlm munge patchelf)
 if [[ "${CONVTT_SKIP_APT:-0}" != 1 ]]; then
   missing=()
   for p in "${apt_packages[@]}"; do
@@ -43,7 +44,9 @@ if [[ -n "${LIBTORCH:-}" ]]; then
     say "LIBTORCH=$LIBTORCH has no lib/libtorch_cpu.so; point it at a libtorch dir or <site-packages>/torch"
     exit 1
   }
-  torch_dir="$LIBTORCH"
+  # Resolved: processes cargo starts inherit LIBTORCH=<repo>/.libtorch (.cargo/config.toml),
+  # the very link this script maintains below.
+  torch_dir="$(readlink -f "$LIBTORCH")"
 else
   py="$venv/bin/python"
   if [[ ! -x "$py" ]]; then
@@ -72,7 +75,8 @@ if [[ ! -x "$py" ]]; then
   say "creating virtual environment $venv"
   python3 -m venv "$venv"
 fi
+# The PyTorch baseline (worker/scripts/baseline.py) reads the same shards with h5py too.
 if ! "$py" -c 'import h5py' 2>/dev/null; then
-  say "installing h5py into $venv (for the HDF5 interop test)"
+  say "installing h5py into $venv (HDF5 interop test, PyTorch baseline)"
   "$py" -m pip install -q --disable-pip-version-check h5py
 fi

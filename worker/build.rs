@@ -1,4 +1,6 @@
-//! Makes `convtt-worker` run from any directory with no environment set:
+//! Makes `convtt-worker` run from any directory with no environment set (and, with the
+//! `gpu-tests` feature, links libtorch's CUDA backend into the test binary for real, as
+//! common/build.rs explains):
 //! - an rpath to libtorch's `lib/` (torch-sys links libtorch but adds no rpath to binaries);
 //! - where the PyPI `nvidia-nccl` wheel sits beside torch, a `libnccl.so` link to its
 //!   `libnccl.so.2` in OUT_DIR plus an rpath to it, because cudarc's loader looks for
@@ -14,6 +16,9 @@ fn main() {
     let lib = std::fs::canonicalize(&lib).unwrap_or_else(|_| PathBuf::from(&lib));
     println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib.display());
     println!("cargo:rustc-env=CONVTT_TORCH_LIB_DIR={}", lib.display());
+    if std::env::var_os("CARGO_FEATURE_GPU_TESTS").is_some() {
+        println!("cargo:rustc-link-arg=-Wl,--no-as-needed,-ltorch_cuda,--as-needed");
+    }
 
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("nccl");
     std::fs::create_dir_all(&out).expect("create OUT_DIR/nccl");

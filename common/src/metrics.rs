@@ -259,6 +259,66 @@ impl FrameMetrics {
     }
 }
 
+/// The two trivial predictors every evaluation is compared with (their metrics on the same
+/// clips and frames as the model's): repeating the last conditioning frame, and an all-zeros
+/// (black) frame. No LPIPS for them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrivialBaselines {
+    /// Every future frame = the last input frame.
+    pub copy_last: FrameMetrics,
+    /// Every future frame = 0.
+    pub zeros: FrameMetrics,
+}
+
+impl TrivialBaselines {
+    /// Their metric sums on one batch.
+    ///
+    /// # Shapes
+    /// `last_input`: `[B, C, H, W]`, `truth`: `[B, F, C, H, W]`
+    pub fn compute(last_input: &Tensor, truth: &Tensor) -> Result<Self> {
+        let copy = last_input.unsqueeze(1).expand_as(truth);
+        Ok(TrivialBaselines {
+            copy_last: FrameMetrics::compute(&copy, truth)?,
+            zeros: FrameMetrics::compute(&truth.zeros_like(), truth)?,
+        })
+    }
+
+    /// Adds another batch's (or rank's) sums.
+    pub fn add(&mut self, other: &TrivialBaselines) {
+        self.copy_last.add(&other.copy_last);
+        self.zeros.add(&other.zeros);
+    }
+
+    /// Length of [`Self::to_flat`] for `frames` frames.
+    pub fn flat_len(frames: usize) -> usize {
+        2 * (1 + 6 * frames)
+    }
+
+    /// Both sums in one flat vector (copy-last first), for an all-reduce.
+    pub fn to_flat(&self) -> Vec<f64> {
+        let mut v = self.copy_last.to_flat();
+        v.extend(self.zeros.to_flat());
+        v
+    }
+
+    /// Inverse of [`Self::to_flat`].
+    pub fn from_flat(v: &[f64], frames: usize) -> Self {
+        let half = v.len() / 2;
+        TrivialBaselines {
+            copy_last: FrameMetrics::from_flat(&v[..half], frames),
+            zeros: FrameMetrics::from_flat(&v[half..], frames),
+        }
+    }
+
+    /// The per-frame means.
+    pub fn means(&self) -> Self {
+        TrivialBaselines {
+            copy_last: self.copy_last.means(),
+            zeros: self.zeros.means(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -410,5 +470,36 @@ mod tests {
         )
         .is_err());
         assert!(FrameMetrics::compute(&a, &a).is_err());
+    }
+
+    /// Copy-last repeats the last input frame (exact when the truth does not move) and zeros
+    /// scores the truth's own energy; both survive the flat round trip of the all-reduce.
+    #[test]
+    fn trivial_baselines_are_exact_and_round_trip() {
+        let opts = (Kind::Double, tch::Device::Cpu);
+        let still = rand(&[2, 1, 1, 16, 16], 4);
+        let truth = still.expand([2, 3, 1, 16, 16], false).contiguous();
+        let b = TrivialBaselines::compute(&still.select(1, 0), &truth).unwrap();
+        assert!(
+            b.copy_last.mse.iter().all(|&v| v == 0.0),
+            "{:?}",
+            b.copy_last.mse
+        );
+        let energy: f64 = (0..2)
+            .map(|i| {
+                truth
+                    .get(i)
+                    .get(0)
+                    .square()
+                    .mean(Kind::Double)
+                    .double_value(&[])
+            })
+            .sum();
+        assert!((b.zeros.mse[0] - energy).abs() < 1e-12);
+        assert_eq!(b.zeros.samples, 2);
+        let flat = b.to_flat();
+        assert_eq!(flat.len(), TrivialBaselines::flat_len(3));
+        assert_eq!(TrivialBaselines::from_flat(&flat, 3), b);
+        let _ = Tensor::zeros([1], opts);
     }
 }

@@ -26,3 +26,7 @@ mod activity;
 /// `convtt-launch sweep`: plan, local sweeps (report, plot, skip, failure marking, resume after
 /// an interruption) and a real single-node Slurm cluster running a job array and a training job.
 mod sweep;
+
+/// The relocatable GPU kit: built, unpacked away from the build tree, `gpu-check --cpu-smoke`
+/// from an empty environment.
+mod kit;

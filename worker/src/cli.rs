@@ -120,6 +120,10 @@ pub struct EvalArgs {
     /// Where to write the JSON report (default `<run>/eval-<split>.json`).
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
+    /// Evaluate these weights instead of a checkpoint: a safetensors file under the reference
+    /// parameter names (`export`'s output, the PyTorch baseline's, the reference's own).
+    #[arg(long, value_name = "FILE")]
+    pub weights: Option<PathBuf>,
 }
 
 /// Arguments of `predict`.

@@ -1,5 +1,5 @@
-//! How this thread computes the model — reduced-precision convolutions, the fused cell update —
-//! without changing what it computes or its parameters.
+//! How this thread computes the model — reduced-precision convolutions, the fused cell update,
+//! cuDNN's TF32 and determinism flags — without changing what it computes or its parameters.
 //!
 //! Like libtorch's autocast state the setting is thread-local and scoped: a worker enters a
 //! [`ComputeMode`] for its training thread from `[train]` and the cells read it, so the model's
@@ -29,6 +29,40 @@ pub struct ComputeMode {
     /// contiguous sigmoid gates, `addcmul` for the new cell state) instead of the reference's
     /// one kernel per gate and product. Same values up to float rounding.
     pub fused_cell_update: bool,
+    /// How cuDNN may convolve (CUDA only; CPU convolutions ignore it).
+    pub cudnn: CudnnFlags,
+}
+
+/// The per-call flags of libtorch's `_convolution` that PyTorch reads from its global
+/// context (`torch.backends.cudnn.{benchmark, deterministic, allow_tf32}`). tch 0.24 can set
+/// only the benchmark flag globally, so [`conv2d_same`](super::conv) passes all three with
+/// every convolution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CudnnFlags {
+    /// Autotune the algorithm for each new shape (`train.cudnn_benchmark`).
+    pub benchmark: bool,
+    /// Deterministic algorithms only (`train.deterministic`).
+    pub deterministic: bool,
+    /// TF32 tensor cores for float32 convolutions (`train.tf32`).
+    pub allow_tf32: bool,
+}
+
+impl CudnnFlags {
+    /// Exact float32 arithmetic, heuristic algorithm choice: the reference's numbers.
+    pub const EXACT: Self = Self {
+        benchmark: false,
+        deterministic: false,
+        allow_tf32: false,
+    };
+
+    /// The flags `[train]` asks for; `deterministic` turns benchmark autotuning off.
+    pub fn for_config(train: &TrainConfig) -> Self {
+        Self {
+            benchmark: train.cudnn_benchmark && !train.deterministic,
+            deterministic: train.deterministic,
+            allow_tf32: train.tf32,
+        }
+    }
 }
 
 impl Default for ComputeMode {
@@ -55,9 +89,11 @@ impl ComputeMode {
     pub const REFERENCE: Self = Self {
         conv_kind: None,
         fused_cell_update: false,
+        cudnn: CudnnFlags::EXACT,
     };
 
-    /// The mode `[train]` asks for (`precision`, `fused_cell_update`).
+    /// The mode `[train]` asks for (`precision`, `fused_cell_update`, `tf32`,
+    /// `deterministic`, `cudnn_benchmark`).
     pub fn for_config(train: &TrainConfig) -> Self {
         Self {
             conv_kind: match train.precision {
@@ -66,6 +102,7 @@ impl ComputeMode {
                 Precision::Fp16 => Some(Kind::Half),
             },
             fused_cell_update: train.fused_cell_update,
+            cudnn: CudnnFlags::for_config(train),
         }
     }
 

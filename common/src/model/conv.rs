@@ -69,16 +69,36 @@ impl Conv {
 }
 
 /// A stride-1 "same" convolution (odd kernel, zero padding k/2) computed in
-/// [`ComputeMode::conv_kind`] when set, returning `x`'s dtype.
+/// [`ComputeMode::conv_kind`] when set, returning `x`'s dtype, with the mode's cuDNN flags
+/// (TF32, determinism, benchmark).
+///
+/// It calls libtorch's `_convolution` — what `conv2d` calls with the flags of PyTorch's global
+/// context — so the flags are this thread's, not the process's; the arithmetic on CPU is the
+/// same as `conv2d`'s.
 ///
 /// # Shapes
 /// `x`: `[B, in, H, W]`, `weight`: `[out, in, k, k]`, `bias`: `[out]` → `[B, out, H, W]`
 pub(crate) fn conv2d_same(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Tensor {
     let k = weight.size()[2];
+    let mode = ComputeMode::current();
+    let flags = mode.cudnn;
     let conv = |x: &Tensor, w: &Tensor, b: &Tensor| {
-        x.conv2d(w, Some(b), [1, 1], [k / 2, k / 2], [1, 1], 1)
+        x.internal_convolution(
+            w,
+            Some(b),
+            [1, 1],
+            [k / 2, k / 2],
+            [1, 1],
+            false,
+            [0, 0],
+            1,
+            flags.benchmark,
+            flags.deterministic,
+            true,
+            flags.allow_tf32,
+        )
     };
-    match ComputeMode::current().conv_kind {
+    match mode.conv_kind {
         Some(low) if low != x.kind() => {
             conv(&x.to_kind(low), &weight.to_kind(low), &bias.to_kind(low)).to_kind(x.kind())
         }

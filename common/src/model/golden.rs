@@ -147,8 +147,8 @@ fn lstm_cell_golden(device: Device, kind: Kind) {
     );
 }
 
-device_tests!(tt_cell_golden => tt_cell_golden_cpu, tt_cell_golden_cuda);
-device_tests!(lstm_cell_golden => lstm_cell_golden_cpu, lstm_cell_golden_cuda);
+device_tests!(tt_cell_golden => tt_cell_golden_cpu, tt_cell_golden_cuda, tt_cell_golden_cuda_f32);
+device_tests!(lstm_cell_golden => lstm_cell_golden_cpu, lstm_cell_golden_cuda, lstm_cell_golden_cuda_f32);
 
 /// Spec §10.2 rows per future frame: sum, wsum, y[0,f,0,0,0], y[1,f,0,7,9], y[0,f,0,15,3].
 type NetRow = [f64; 5];
@@ -263,6 +263,6 @@ fn network_released_golden(device: Device, kind: Kind) {
     tol.finish("§10.2 TT N=3 M=3 C=8 (released)");
 }
 
-device_tests!(network_tt_3_5_8_golden => network_tt_3_5_8_golden_cpu, network_tt_3_5_8_golden_cuda);
-device_tests!(network_convlstm_golden => network_convlstm_golden_cpu, network_convlstm_golden_cuda);
-device_tests!(network_released_golden => network_released_golden_cpu, network_released_golden_cuda);
+device_tests!(network_tt_3_5_8_golden => network_tt_3_5_8_golden_cpu, network_tt_3_5_8_golden_cuda, network_tt_3_5_8_golden_cuda_f32);
+device_tests!(network_convlstm_golden => network_convlstm_golden_cpu, network_convlstm_golden_cuda, network_convlstm_golden_cuda_f32);
+device_tests!(network_released_golden => network_released_golden_cpu, network_released_golden_cuda, network_released_golden_cuda_f32);

@@ -63,7 +63,7 @@ mod golden;
 mod testing;
 
 pub use activity::{cross_entropy, ActivityNetwork, ActivityOutput};
-pub use compute::{ComputeGuard, ComputeMode};
+pub use compute::{ComputeGuard, ComputeMode, CudnnFlags};
 pub use conv::{to_conv2d_layout, to_conv3d_layout, Conv};
 pub use conv_lstm_cell::{ConvLstmCell, ConvLstmCellConfig};
 pub use conv_tt_lstm_cell::{ConvTtLstmCell, ConvTtLstmCellConfig};

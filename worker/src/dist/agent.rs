@@ -36,6 +36,17 @@ impl Agent {
         }
     }
 
+    /// A world of one with no launcher behind it: there is no peer to exchange anything with,
+    /// so only the NCCL backend's own collectives work (its CUDA test uses this).
+    #[cfg(all(test, feature = "gpu-tests"))]
+    pub(crate) fn world_of_one() -> Self {
+        Agent {
+            client: None,
+            rank: 0,
+            world: 1,
+        }
+    }
+
     /// The connection, for the NCCL id exchange (an error once goodbye closed it).
     pub(crate) fn client(&mut self) -> Result<&mut AgentClient> {
         self.client

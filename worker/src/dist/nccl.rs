@@ -92,11 +92,13 @@ impl Nccl {
         let (rank, world) = (agent.rank(), agent.world_size());
         let id = if rank == 0 {
             let id = result::get_uniqueid().map_err(|e| nccl_err("get_uniqueid", e))?;
-            let bytes: Vec<u8> = id.internal.iter().map(|c| *c as u8).collect();
-            agent
-                .client()?
-                .send_nccl_id(&bytes)
-                .map_err(|e| Error::Peer(e.to_string()))?;
+            if world > 1 {
+                let bytes: Vec<u8> = id.internal.iter().map(|c| *c as u8).collect();
+                agent
+                    .client()?
+                    .send_nccl_id(&bytes)
+                    .map_err(|e| Error::Peer(e.to_string()))?;
+            }
             id
         } else {
             let bytes = agent
@@ -296,5 +298,29 @@ mod tests {
             Ok(()) => panic!("NCCL prerequisites reported present without a CUDA driver"),
         };
         assert!(msg.contains("CUDA driver"), "{msg}");
+    }
+
+    /// The backend as a world of one on CUDA device 0: a real communicator, an all-reduce of
+    /// a tensor's memory (the mean over one rank is the tensor) and a broadcast of a CPU tensor
+    /// through the device.
+    #[cfg(feature = "gpu-tests")]
+    #[test]
+    fn nccl_world_of_one_all_reduces_and_broadcasts_on_cuda() {
+        assert!(tch::Cuda::is_available(), "gpu-tests needs a CUDA device");
+        let mut nccl = Nccl::connect(Agent::world_of_one(), 0, Duration::from_secs(60))
+            .expect("NCCL communicator of one rank");
+        let cuda = (Kind::Float, Device::Cuda(0));
+        let mut buf = Tensor::arange(4099, cuda) * 0.25 - 7.0;
+        let want = Vec::<f32>::try_from(buf.to_device(Device::Cpu)).unwrap();
+        nccl.all_reduce_mean(&mut buf).unwrap();
+        let got = Vec::<f32>::try_from(buf.to_device(Device::Cpu)).unwrap();
+        assert_eq!(got, want, "the mean over one rank is the tensor itself");
+        let mut host = Tensor::from_slice(&[1.5f32, -2.0, 3.25]);
+        nccl.broadcast(&mut host).unwrap();
+        assert_eq!(Vec::<f32>::try_from(host).unwrap(), vec![1.5, -2.0, 3.25]);
+        let e = nccl
+            .all_reduce_mean(&mut Tensor::ones([3], (Kind::Float, Device::Cpu)))
+            .unwrap_err();
+        assert!(e.to_string().contains("contiguous f32 tensor"), "{e}");
     }
 }

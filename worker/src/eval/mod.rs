@@ -23,7 +23,7 @@ use convtt_common::checkpoint::Manifest;
 use convtt_common::config::{LpipsPreset, ValidConfig};
 use convtt_common::lpips::Lpips;
 use convtt_common::metrics::FrameMetrics;
-use convtt_common::model::Network;
+use convtt_common::model::{import_safetensors, Network};
 use serde::{Deserialize, Serialize};
 use tch::{nn::VarStore, Device};
 
@@ -255,6 +255,49 @@ impl Conventions {
     }
 }
 
+/// A trivial predictor's numbers on the same clips and frames as the model's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BaselineReport {
+    /// `copy_last` (every future frame = the last input frame) or `zeros` (all-black frames).
+    pub name: String,
+    /// One entry per requested horizon, as the model's.
+    pub horizons: Vec<HorizonMetrics>,
+    /// Per-frame means of the longest horizon.
+    pub per_frame: PerFrame,
+}
+
+impl BaselineReport {
+    fn new(name: &str, means: &FrameMetrics, input: usize, horizons: &[usize]) -> Self {
+        let per_frame = PerFrame::from_means(means);
+        BaselineReport {
+            name: name.to_owned(),
+            horizons: horizons
+                .iter()
+                .map(|&h| per_frame.horizon(input, h))
+                .collect(),
+            per_frame,
+        }
+    }
+
+    /// The label of its table rows.
+    fn label(&self) -> &str {
+        match self.name.as_str() {
+            "copy_last" => "copy last",
+            other => other,
+        }
+    }
+}
+
+/// Where `eval` takes the model's weights from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ModelSource {
+    /// A checkpoint of the run: `auto` (the newest valid one) or a directory.
+    Checkpoint(Resume),
+    /// A safetensors file under the reference parameter names (`--weights`): exported by
+    /// `convtt-worker export`, written by the PyTorch baseline, or saved from the reference.
+    Weights(PathBuf),
+}
+
 /// The result of `convtt-worker eval` (the JSON report).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EvalReport {
@@ -264,9 +307,9 @@ pub struct EvalReport {
     pub split: String,
     /// The dataset directory.
     pub dataset: String,
-    /// The checkpoint directory.
+    /// The checkpoint directory (or the `--weights` file).
     pub checkpoint: String,
-    /// Its training step.
+    /// Its training step (0 for `--weights`).
     pub step: u64,
     /// Conditioning frames I.
     pub input_frames: usize,
@@ -282,6 +325,9 @@ pub struct EvalReport {
     pub horizons: Vec<HorizonMetrics>,
     /// Per-frame means of the longest horizon.
     pub per_frame: PerFrame,
+    /// The copy-last-frame and all-zeros predictors on the same clips (no LPIPS).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub baselines: Vec<BaselineReport>,
     /// The conventions.
     pub conventions: Conventions,
 }
@@ -329,7 +375,7 @@ impl EvalReport {
         );
         let with_lpips = self.per_frame.lpips.is_some();
         let mut header = format!(
-            "{:<10} {:>9} {:>10} {:>8} {:>7} {:>11} {:>14}",
+            "{:<11} {:>9} {:>10} {:>8} {:>7} {:>11} {:>14}",
             "", "MSE×10³", "SSE/frame", "MAE", "PSNR", "SSIM paper", "SSIM wang2004"
         );
         if with_lpips {
@@ -338,15 +384,20 @@ impl EvalReport {
         let lpips_cell = |v: Option<f64>| v.map_or_else(String::new, |v| format!(" {v:>9.5}"));
         let row = |label: String, v: [f64; 6]| {
             format!(
-                "{label:<10} {:>9.3} {:>10.2} {:>8.5} {:>7.3} {:>11.4} {:>14.4}",
+                "{label:<11} {:>9.3} {:>10.2} {:>8.5} {:>7.3} {:>11.4} {:>14.4}",
                 v[0], v[1], v[2], v[3], v[4], v[5]
             )
         };
         let _ = writeln!(s, "{header}");
-        for h in &self.horizons {
+        for (i, h) in self.horizons.iter().enumerate() {
             let label = format!("{} → {}", h.input_frames, h.future_frames);
             let v = [h.mse_x1e3, h.sse, h.mae, h.psnr, h.ssim, h.ssim_wang2004];
             let _ = writeln!(s, "{}{}", row(label, v), lpips_cell(h.lpips));
+            for b in &self.baselines {
+                let h = &b.horizons[i];
+                let v = [h.mse_x1e3, h.sse, h.mae, h.psnr, h.ssim, h.ssim_wang2004];
+                let _ = writeln!(s, "{}", row(format!("  {}", b.label()), v));
+            }
         }
         let _ = writeln!(s, "per frame");
         let p = &self.per_frame;
@@ -376,6 +427,23 @@ pub fn evaluate(
     horizons: &[usize],
     cap: usize,
 ) -> Result<EvalReport> {
+    evaluate_source(
+        ctx,
+        &ModelSource::Checkpoint(which.clone()),
+        split,
+        horizons,
+        cap,
+    )
+}
+
+/// [`evaluate`] with the weights from `source`: a checkpoint of the run or a safetensors file.
+pub fn evaluate_source(
+    ctx: &mut Context,
+    source: &ModelSource,
+    split: &str,
+    horizons: &[usize],
+    cap: usize,
+) -> Result<EvalReport> {
     let cfg = ctx.cfg.clone();
     let horizons: Vec<usize> = if horizons.is_empty() {
         cfg.train.eval_horizons.clone()
@@ -397,7 +465,22 @@ pub fn evaluate(
             input + future
         )));
     }
-    let loaded = load_model(&cfg, &ctx.run_dir, which, ctx.device, "evaluate")?;
+    let from_checkpoint;
+    let from_weights;
+    let (net, origin, step) = match source {
+        ModelSource::Checkpoint(which) => {
+            from_checkpoint = load_model(&cfg, &ctx.run_dir, which, ctx.device, "evaluate")?;
+            let l = &from_checkpoint;
+            (&l.net, l.dir.display().to_string(), l.manifest.step)
+        }
+        ModelSource::Weights(path) => {
+            let vs = VarStore::new(ctx.device);
+            let net = Network::new(&vs.root(), &cfg.model);
+            import_safetensors(&net, path)?;
+            from_weights = (vs, net);
+            (&from_weights.1, path.display().to_string(), 0)
+        }
+    };
     let at = Placement {
         world: ctx.coll.world_size(),
         rank: ctx.coll.rank(),
@@ -419,7 +502,7 @@ pub fn evaluate(
         Some(Lpips::load(path, cfg.train.lpips_preset, ctx.device)?)
     };
     let v = train::validate_with(
-        &loaded.net,
+        net,
         &loader,
         ctx.coll.as_mut(),
         input,
@@ -427,12 +510,18 @@ pub fn evaluate(
         lpips.as_ref(),
     )?;
     let per_frame = PerFrame::from_means(&v.frames);
+    let baselines = v.baselines.as_ref().map_or_else(Vec::new, |b| {
+        vec![
+            BaselineReport::new("copy_last", &b.copy_last, input, &horizons),
+            BaselineReport::new("zeros", &b.zeros, input, &horizons),
+        ]
+    });
     Ok(EvalReport {
         kind: "eval".into(),
         split: split.to_owned(),
         dataset: cfg.data.dataset.clone(),
-        checkpoint: loaded.dir.display().to_string(),
-        step: loaded.manifest.step,
+        checkpoint: origin,
+        step,
         input_frames: input,
         future_frames: future,
         samples: v.frames.samples,
@@ -443,6 +532,7 @@ pub fn evaluate(
             .map(|&h| per_frame.horizon(input, h))
             .collect(),
         per_frame,
+        baselines,
         conventions: lpips.as_ref().map_or_else(Conventions::default, |l| {
             Conventions::with_lpips(l.preset())
         }),
@@ -453,11 +543,22 @@ pub fn evaluate(
 pub fn run_eval(args: &EvalArgs) -> Result<()> {
     let mut ctx = context(&args.model)?;
     if ctx.cfg.activity.enabled {
+        if args.weights.is_some() {
+            return Err(Error::Usage(
+                "--weights holds prediction-network weights; an activity run (activity.enabled) \
+                 is evaluated from its checkpoints"
+                    .into(),
+            ));
+        }
         return activity::run_eval(args, ctx);
     }
-    let report = evaluate(
+    let source = match &args.weights {
+        Some(w) => ModelSource::Weights(w.clone()),
+        None => ModelSource::Checkpoint(args.model.checkpoint.clone()),
+    };
+    let report = evaluate_source(
         &mut ctx,
-        &args.model.checkpoint,
+        &source,
         &args.split,
         &args.horizons,
         args.max_clips,
@@ -466,7 +567,7 @@ pub fn run_eval(args: &EvalArgs) -> Result<()> {
         "kind": "eval", "step": report.step, "split": report.split,
         "checkpoint": report.checkpoint, "samples": report.samples, "loss": report.loss,
         "horizons": report.horizons, "per_frame": report.per_frame,
-        "lpips": report.conventions.lpips,
+        "baselines": report.baselines, "lpips": report.conventions.lpips,
     });
     publish(&ctx, args, &report.table(), &report, line)
 }

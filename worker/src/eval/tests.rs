@@ -206,6 +206,7 @@ fn eval_writes_a_json_report_that_round_trips_and_a_metrics_line() {
         horizons: vec![3],
         max_clips: 0,
         json: Some(json.clone()),
+        weights: None,
     };
     run_eval(&args).unwrap();
     let text = std::fs::read_to_string(&json).unwrap();
@@ -228,6 +229,59 @@ fn eval_writes_a_json_report_that_round_trips_and_a_metrics_line() {
     assert!(evals
         .iter()
         .any(|v| v["horizons"][0]["future_frames"] == 3 && v["step"] == 2));
+}
+
+/// `--weights` (here: the checkpoint exported under the reference names) evaluates to the
+/// checkpoint's own numbers, and every report carries the copy-last and all-zeros predictors,
+/// computed from the clips alone: identical whoever the model is.
+#[test]
+fn eval_of_exported_weights_matches_the_checkpoint_and_reports_the_trivial_predictors() {
+    let dir = tempfile::tempdir().unwrap();
+    let weights = dir.path().join("w.safetensors");
+    run_export(&ExportArgs {
+        model: checkpoint_args(&[]),
+        out: weights.clone(),
+    })
+    .unwrap();
+    let from_ckpt = evaluate(&mut ctx(&[]), &Resume::Auto, "test", &[2, 3], 0).unwrap();
+    let source = ModelSource::Weights(weights.clone());
+    let from_file = evaluate_source(&mut ctx(&[]), &source, "test", &[2, 3], 0).unwrap();
+    assert_eq!(from_file.per_frame, from_ckpt.per_frame);
+    assert_eq!(from_file.checkpoint, weights.display().to_string());
+    assert_eq!(from_file.step, 0);
+    let names: Vec<&str> = from_ckpt
+        .baselines
+        .iter()
+        .map(|b| b.name.as_str())
+        .collect();
+    assert_eq!(names, ["copy_last", "zeros"]);
+    assert_eq!(from_file.baselines, from_ckpt.baselines);
+    for b in &from_ckpt.baselines {
+        assert_eq!(b.horizons.len(), 2);
+        assert_eq!(b.per_frame.mse.len(), 3);
+        assert!(b.horizons.iter().all(|h| h.mse > 0.0 && h.ssim.is_finite()));
+    }
+    // All-black frames score the mean energy of the truth; PSNR and SSIM far below copy-last.
+    let (copy, zeros) = (&from_ckpt.baselines[0], &from_ckpt.baselines[1]);
+    assert!(zeros.horizons[0].mse > copy.horizons[0].mse);
+    let table = from_ckpt.table();
+    assert!(
+        table.contains("  copy last") && table.contains("  zeros"),
+        "{table}"
+    );
+    // A file that is not safetensors is a data error naming it.
+    let bad = dir.path().join("bad.safetensors");
+    std::fs::write(&bad, b"not safetensors").unwrap();
+    let e = evaluate_source(
+        &mut ctx(&[]),
+        &ModelSource::Weights(bad.clone()),
+        "test",
+        &[2],
+        0,
+    )
+    .unwrap_err();
+    assert_eq!(e.exit_code(), exit::DATA, "{e}");
+    assert!(e.to_string().contains("bad.safetensors"), "{e}");
 }
 
 #[test]

@@ -35,7 +35,9 @@ fn mixed_precision_tracks_f32_on_cuda() {
         "5",
     ];
     crate::data::tool::run_args(&args).unwrap();
-    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/tiny-cpu.toml");
+    // The config travels inside the binary: the GPU kit runs this test far from the repository.
+    let config = root.path().join("tiny-cpu.toml");
+    std::fs::write(&config, include_str!("../../../configs/tiny-cpu.toml")).unwrap();
     let run = |precision: &str| {
         let dir = root.path().join(precision);
         super::run(TrainArgs {

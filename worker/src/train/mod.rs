@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use convtt_common::checkpoint::{Manifest, RankState, FORMAT_VERSION};
 use convtt_common::config::{Precision, ValidConfig};
 use convtt_common::lpips::Lpips;
-use convtt_common::metrics::FrameMetrics;
+use convtt_common::metrics::{FrameMetrics, TrivialBaselines};
 use convtt_common::model::{
     backward_recomputed, scheduled_sampling_mask, ComputeMode, MaskRng, Network, Rollout,
 };
@@ -94,7 +94,7 @@ impl Context {
         }
         let scaler = fp16.then(LossScaler::default);
         if device.is_cuda() {
-            tch::Cuda::cudnn_set_benchmark(cfg.train.cudnn_benchmark);
+            tch::Cuda::cudnn_set_benchmark(cfg.train.cudnn_benchmark && !cfg.train.deterministic);
         }
         set_threads(cfg.train.threads);
         let preempt = Arc::new(AtomicBool::new(false));
@@ -374,6 +374,9 @@ pub struct Validation {
     pub loss: f64,
     /// Per-frame metric means over the F future frames.
     pub frames: FrameMetrics,
+    /// The same metrics of the copy-last-frame and all-zeros predictors on the same clips
+    /// (prediction runs).
+    pub baselines: Option<TrivialBaselines>,
     /// Accuracies of an activity run.
     pub activity: Option<activity::ActivityScores>,
 }
@@ -417,7 +420,7 @@ pub fn validate_with(
     future: usize,
     lpips: Option<&Lpips>,
 ) -> Result<Validation> {
-    let mut sums: Option<FrameMetrics> = None;
+    let mut sums: Option<(FrameMetrics, TrivialBaselines)> = None;
     let mut loss_sum = 0.0;
     tch::no_grad(|| -> Result<()> {
         for batch in loader.epoch(0) {
@@ -433,24 +436,31 @@ pub fn validate_with(
             if let Some(l) = lpips {
                 m.add_lpips(l, &pred, &truth)?;
             }
+            let base = TrivialBaselines::compute(&clips.select(1, input as i64 - 1), &truth)?;
             match &mut sums {
-                Some(s) => s.add(&m),
-                None => sums = Some(m),
+                Some((s, sb)) => {
+                    s.add(&m);
+                    sb.add(&base);
+                }
+                None => sums = Some((m, base)),
             }
         }
         Ok(())
     })?;
-    let mut flat = sums.as_ref().map_or_else(
-        || vec![0.0; 1 + (6 + usize::from(lpips.is_some())) * future],
-        FrameMetrics::to_flat,
-    );
+    let model_len = 1 + (6 + usize::from(lpips.is_some())) * future;
+    let mut flat = match &sums {
+        Some((m, b)) => [m.to_flat(), b.to_flat()].concat(),
+        None => vec![0.0; model_len + TrivialBaselines::flat_len(future)],
+    };
     flat.push(loss_sum);
     coll.all_reduce_sum_f64(&mut flat)?;
     let loss_total = flat.pop().unwrap_or(0.0);
-    let totals = FrameMetrics::from_flat(&flat, future);
+    let totals = FrameMetrics::from_flat(&flat[..model_len], future);
+    let baselines = TrivialBaselines::from_flat(&flat[model_len..], future);
     Ok(Validation {
         loss: loss_total / totals.samples.max(1) as f64,
         frames: totals.means(),
+        baselines: Some(baselines.means()),
         activity: None,
     })
 }
@@ -824,6 +834,7 @@ fn run_validation(
             Validation {
                 loss,
                 frames,
+                baselines: None,
                 activity: Some(scores),
             }
         }
@@ -843,6 +854,14 @@ fn run_validation(
         "mse": mean(&f.mse), "mae": mean(&f.mae), "psnr": mean(&f.psnr),
         "ssim": mean(&f.ssim_paper), "ssim_wang2004": mean(&f.ssim_wang),
         "per_frame": {"mse": f.mse, "mae": f.mae, "psnr": f.psnr, "ssim": f.ssim_paper}});
+    if let Some(b) = &v.baselines {
+        for (key, m) in [("copy_last", &b.copy_last), ("zeros", &b.zeros)] {
+            line["baselines"][key] = json!({"mse": mean(&m.mse), "mae": mean(&m.mae),
+                "psnr": mean(&m.psnr), "ssim": mean(&m.ssim_paper),
+                "ssim_wang2004": mean(&m.ssim_wang),
+                "per_frame": {"mse": m.mse, "mae": m.mae, "psnr": m.psnr, "ssim": m.ssim_paper}});
+        }
+    }
     if let Some(a) = &v.activity {
         if ctx.rank() == 0 {
             tracing::info!(

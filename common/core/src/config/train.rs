@@ -62,6 +62,14 @@ pub struct TrainConfig {
     pub threads: usize,
     /// cuDNN benchmark mode (autotuned convolution algorithms).
     pub cudnn_benchmark: bool,
+    /// TF32 tensor-core arithmetic for float32 convolutions on CUDA (PyTorch's default for
+    /// cuDNN convolutions: ~10 bits of mantissa in the products); false: exact float32. No
+    /// effect on CPU or on bf16/fp16 convolutions.
+    pub tf32: bool,
+    /// Deterministic cuDNN algorithms and no benchmark autotuning: a GPU run (and a resumed
+    /// one) reproduces its parameters bit for bit, usually a little slower. CPU runs are
+    /// deterministic either way.
+    pub deterministic: bool,
     /// Future-frame horizons `eval` reports by default.
     pub eval_horizons: Vec<usize>,
     /// The LSTM cell update in fewer element-wise kernels (same values up to rounding).
@@ -89,6 +97,8 @@ impl Default for TrainConfig {
             param_check_every: 500,
             threads: 0,
             cudnn_benchmark: true,
+            tf32: true,
+            deterministic: false,
             eval_horizons: vec![10, 30],
             fused_cell_update: true,
             activation_checkpointing: false,

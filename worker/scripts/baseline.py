@@ -424,9 +424,27 @@ def setup_threads(n):
 
 
 def peak_device_mib(device):
+    """Peak of PyTorch's allocator (tensors only)."""
     if device.type != "cuda":
         return None
     return torch.cuda.max_memory_allocated(device) / 2**20
+
+
+class DriverMemory:
+    """Peak device memory in use as the driver reports it (total − free, sampled after every
+    step: context and caching-allocator reserve included), the way convtt's bench measures."""
+
+    def __init__(self, device):
+        self.cuda = device.type == "cuda"
+        self.peak = 0
+
+    def sample(self):
+        if self.cuda:
+            free, total = torch.cuda.mem_get_info()
+            self.peak = max(self.peak, total - free)
+
+    def mib(self):
+        return self.peak / 2**20 if self.cuda else None
 
 
 def peak_host_mib():
@@ -449,15 +467,18 @@ def cmd_bench(args):
     it = batches(training_clips(cfg, device, args.warmup + args.steps), d["batch_size"],
                  int(cfg["train"]["seed"]), device)
     times = {"forward": 0.0, "backward": 0.0, "optimizer": 0.0, "data": 0.0}
+    memory = DriverMemory(device)
     t_compile = time.perf_counter()
     for _ in range(args.warmup):
         tr.step(next(it))
+        memory.sample()
     warm_s = time.perf_counter() - t_compile
     for _ in range(args.steps):
         t = time.perf_counter()
         clips = next(it)
         times["data"] += time.perf_counter() - t
         loss = tr.step(clips, times)
+        memory.sample()
     loss = float(loss.detach())
     n = args.steps
     step_s = sum(times.values()) / n
@@ -480,7 +501,8 @@ def cmd_bench(args):
         "step_ms": step_s * 1e3,
         "samples_per_s": d["batch_size"] / max(step_s, 1e-12),
         "last_loss": loss,
-        "peak_device_mib": peak_device_mib(device),
+        "peak_device_mib": memory.mib(),
+        "peak_allocated_mib": peak_device_mib(device),
         "peak_host_mib": peak_host_mib(),
         "parameters": sum(p.numel() for p in tr.net.parameters()),
     }

@@ -102,7 +102,7 @@ def baseline_bench(python, resolved, device, precision, compile_, steps, warmup,
 
 def compare(bin_dir, config, sets, device="cpu", rounds=3, steps=5, warmup=1,
             variants=("f32",), compile_variants=(), threads=None, python="python3", env=None,
-            timeout=1800, log=print):
+            timeout=1800, log=print, compile_timeout=None):
     """Runs the rounds; returns {"rows": [...], "runs": [...]} with medians and ratios.
     `compile_variants`: the variants whose baseline also runs under torch.compile."""
     env = dict(env or os.environ)
@@ -110,7 +110,8 @@ def compare(bin_dir, config, sets, device="cpu", rounds=3, steps=5, warmup=1,
     base_sets = list(sets)
     if threads is not None:
         base_sets.append(f"train.threads={threads}")
-    results = []
+    results, failures = [], []
+    compile_timeout = min(timeout, compile_timeout or timeout)
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(rounds):
             for v in variants:
@@ -128,14 +129,26 @@ def compare(bin_dir, config, sets, device="cpu", rounds=3, steps=5, warmup=1,
                     if impl == "convtt":
                         rep = convtt_bench(bin_dir, config, vsets, device, steps, warmup, env,
                                            timeout)
+                    elif comp:
+                        # torch.compile may fail or take longer than its share: record that
+                        # and keep the eager figures.
+                        try:
+                            rep = baseline_bench(python, resolved, device, prec, True, steps,
+                                                 warmup, threads, env, compile_timeout)
+                        except Failure as e:
+                            failures.append(f"round {r + 1} {v} torch.compile: {e}")
+                            log(f"round {r + 1}/{rounds} {v:>4} baseline +compile: {e}")
+                            continue
                     else:
-                        rep = baseline_bench(python, resolved, device, prec, comp, steps,
+                        rep = baseline_bench(python, resolved, device, prec, False, steps,
                                              warmup, threads, env, timeout)
                     rep.update(round=r, variant=v, compiled=comp)
                     results.append(rep)
                     log(f"round {r + 1}/{rounds} {v:>4} {impl}{' +compile' if comp else ''}: "
                         f"{rep['step_ms']:.1f} ms/step, {rep['samples_per_s']:.3f} samples/s")
-    return summarize(results, rounds, variants)
+    summary = summarize(results, rounds, variants)
+    summary["failures"] = failures
+    return summary
 
 
 def summarize(results, rounds, variants):
@@ -189,6 +202,8 @@ def markdown(summary, title):
             f"{'—' if r['median_ratio'] is None else format(r['median_ratio'], '.2f') + '×'} |")
     out.append("")
     out.append("ratio = convtt samples/s ÷ baseline samples/s (> 1: convtt is faster)")
+    for f in summary.get("failures", []):
+        out.append(f"- {f}")
     return "\n".join(out) + "\n"
 
 
@@ -204,7 +219,8 @@ def main(argv=None):
     p.add_argument("--variant", action="append", choices=sorted(VARIANTS))
     p.add_argument("--compile", action="store_true")
     p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--python", default=os.environ.get("CONVTT_PYTHON", "python3"))
+    p.add_argument("--python", default=os.environ.get("CONVTT_PYTHON", sys.executable),
+                   help="the python that runs the baseline (default: this one)")
     p.add_argument("--json", help="write the runs and the summary here")
     p.add_argument("--markdown", help="write the Markdown table here")
     args = p.parse_args(argv)

@@ -38,3 +38,27 @@ pub fn nccl_present() -> bool {
     // SAFETY: as above, a load probe with no NCCL call.
     unsafe { cudarc::nccl::sys::is_culib_present() }
 }
+
+/// Makes libtorch's intra-op parallelism single-threaded for the calling thread only.
+///
+/// Helper threads that run small tensor ops (the loader's batch conversion) would otherwise
+/// start OpenMP teams of their own; once libgomp manages more threads than there are CPUs it
+/// stops spinning at barriers, and every parallel region of the training thread then sleeps and
+/// wakes through futexes (measured on 2 cores: ~5,000 context switches a second and the tiny
+/// config's step ~1.4× slower). `tch::set_num_threads(1)` cannot do this: ATen stores the count
+/// process-wide and every thread adopts it at its first parallel op, the training thread
+/// included. So ATen's per-thread initialisation runs first (with the process-wide count), then
+/// libgomp's per-thread `omp_set_num_threads(1)`; without OpenMP this does nothing.
+pub fn torch_single_thread_here() {
+    let _ = tch::get_num_threads();
+    // SAFETY: dlsym with RTLD_DEFAULT and a NUL-terminated name only looks the symbol up; when
+    // present it is libgomp's `void omp_set_num_threads(int)`, called with a valid count, and
+    // it only sets the calling thread's OpenMP thread-count variable.
+    unsafe {
+        let sym = libc::dlsym(libc::RTLD_DEFAULT, c"omp_set_num_threads".as_ptr());
+        if !sym.is_null() {
+            let set: extern "C" fn(libc::c_int) = std::mem::transmute(sym);
+            set(1);
+        }
+    }
+}

@@ -157,6 +157,9 @@ impl Loader {
             let spawned = std::thread::Builder::new()
                 .name(format!("loader-{j}"))
                 .spawn(move || {
+                    // Batch conversion is small; a team of its own would slow the training
+                    // thread's every parallel region (see the function).
+                    crate::sys::torch_single_thread_here();
                     let mut source = match factory() {
                         Ok(s) => s,
                         Err(e) => {

@@ -25,7 +25,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use crate::cluster::{Cluster, OpKey, OpKind};
+use crate::cluster::{Cluster, ClusterResult, OpKey, OpKind};
 use crate::error::{Error, Result};
 
 /// What the supervisor learns from the hub.
@@ -158,7 +158,7 @@ enum HubIn {
     Msg(u64, WorkerMsg),
     Closed(u64, Option<String>),
     Preempt(Duration),
-    Remote(OpKey, std::result::Result<Remote, String>),
+    Remote(OpKey, ClusterResult<Remote>),
 }
 
 enum Remote {
@@ -653,7 +653,7 @@ impl Hub {
         });
     }
 
-    fn remote_done(&mut self, key: OpKey, res: std::result::Result<Remote, String>) {
+    fn remote_done(&mut self, key: OpKey, res: ClusterResult<Remote>) {
         match key.kind {
             OpKind::NcclId => match res {
                 Ok(Remote::Bytes(id)) => {
@@ -668,7 +668,7 @@ impl Hub {
         }
     }
 
-    fn finish_op(&mut self, seq: u64, res: std::result::Result<Remote, String>) {
+    fn finish_op(&mut self, seq: u64, res: ClusterResult<Remote>) {
         let Some(op) = self.ops.remove(&seq) else {
             return;
         };

@@ -67,6 +67,35 @@ pub struct NodeStatus {
     pub quit: bool,
 }
 
+/// Why an operation across the nodes' launchers failed (it crosses from the MPI thread to the
+/// agent hub, so it is a value, not a message).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClusterError {
+    /// The MPI thread is gone (MPI failed, or this node left the world).
+    #[error("the MPI thread stopped")]
+    Stopped,
+    /// The world shut down while the operation waited.
+    #[error("the MPI world shut down")]
+    ShutDown,
+    /// The nodes contributed sums of different lengths.
+    #[error("sum #{seq}: nodes contribute different lengths {lens:?}")]
+    Lengths {
+        /// The operation's sequence number.
+        seq: u64,
+        /// Each node's length, in node order.
+        lens: Vec<u64>,
+    },
+    /// A broadcast on a single node had no data (a caller's bug).
+    #[error("broadcast without data on node 0")]
+    NoData,
+    /// The MPI thread answered with another kind of reply (a bug).
+    #[error("MPI thread: wrong reply to a {0}")]
+    WrongReply(&'static str),
+}
+
+/// `Result` of a cluster operation.
+pub type ClusterResult<T> = std::result::Result<T, ClusterError>;
+
 enum Payload {
     Sum(Vec<f32>),
     Bytes(Option<Vec<u8>>),
@@ -76,7 +105,7 @@ enum Payload {
 struct Request {
     key: OpKey,
     payload: Payload,
-    reply: oneshot::Sender<std::result::Result<Reply, String>>,
+    reply: oneshot::Sender<ClusterResult<Reply>>,
 }
 
 enum Reply {
@@ -131,33 +160,29 @@ impl Cluster {
     }
 
     /// Element-wise sum of every node's `data`, added in node order.
-    pub async fn sum(&self, key: OpKey, data: Vec<f32>) -> std::result::Result<Vec<f32>, String> {
+    pub async fn sum(&self, key: OpKey, data: Vec<f32>) -> ClusterResult<Vec<f32>> {
         match self {
             Cluster::Single => Ok(data),
             Cluster::Mpi(m) => match m.request(key, Payload::Sum(data)).await? {
                 Reply::Sum(v) => Ok(v),
-                _ => Err("MPI thread: wrong reply to a sum".into()),
+                _ => Err(ClusterError::WrongReply("sum")),
             },
         }
     }
 
     /// Node 0's bytes on every node (`data` is `Some` on node 0).
-    pub async fn bcast(
-        &self,
-        key: OpKey,
-        data: Option<Vec<u8>>,
-    ) -> std::result::Result<Vec<u8>, String> {
+    pub async fn bcast(&self, key: OpKey, data: Option<Vec<u8>>) -> ClusterResult<Vec<u8>> {
         match self {
-            Cluster::Single => data.ok_or_else(|| "broadcast without data on node 0".into()),
+            Cluster::Single => data.ok_or(ClusterError::NoData),
             Cluster::Mpi(m) => match m.request(key, Payload::Bytes(data)).await? {
                 Reply::Bytes(v) => Ok(v),
-                _ => Err("MPI thread: wrong reply to a broadcast".into()),
+                _ => Err(ClusterError::WrongReply("broadcast")),
             },
         }
     }
 
     /// Waits for every node.
-    pub async fn barrier(&self, key: OpKey) -> std::result::Result<(), String> {
+    pub async fn barrier(&self, key: OpKey) -> ClusterResult<()> {
         match self {
             Cluster::Single => Ok(()),
             Cluster::Mpi(m) => m.request(key, Payload::None).await.map(|_| ()),
@@ -258,7 +283,7 @@ impl Cluster {
 }
 
 impl MpiLink {
-    async fn request(&self, key: OpKey, payload: Payload) -> std::result::Result<Reply, String> {
+    async fn request(&self, key: OpKey, payload: Payload) -> ClusterResult<Reply> {
         let (tx, rx) = oneshot::channel();
         self.requests
             .lock()
@@ -268,8 +293,8 @@ impl MpiLink {
                 payload,
                 reply: tx,
             })
-            .map_err(|_| "the MPI thread stopped".to_owned())?;
-        rx.await.map_err(|_| "the MPI thread stopped".to_owned())?
+            .map_err(|_| ClusterError::Stopped)?;
+        rx.await.map_err(|_| ClusterError::Stopped)?
     }
 }
 
@@ -413,9 +438,7 @@ fn mpi_thread(
         let reply = match req.payload {
             Payload::Sum(data) => {
                 if lens.iter().any(|&l| l != data.len() as u64) {
-                    Err(format!(
-                        "sum #{seq}: nodes contribute different lengths {lens:?}"
-                    ))
+                    Err(ClusterError::Lengths { seq, lens })
                 } else {
                     let n = data.len();
                     let mut gathered = vec![0f32; n * size as usize];
@@ -446,7 +469,7 @@ fn mpi_thread(
         let _ = req.reply.send(reply);
     }
     for r in pending {
-        let _ = r.reply.send(Err("the MPI world shut down".into()));
+        let _ = r.reply.send(Err(ClusterError::ShutDown));
     }
     drop(universe);
 }

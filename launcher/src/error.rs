@@ -47,6 +47,10 @@ pub enum Error {
     /// Multi-node coordination over MPI failed.
     #[error("MPI: {0}")]
     Mpi(String),
+    /// Something inside the launcher failed that no input explains (a supervising task that
+    /// panicked, a signal handler that cannot be installed): exit 1, not a usage error.
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 impl Error {
@@ -63,6 +67,7 @@ impl Error {
             Error::GaveUp { code, .. } => *code,
             Error::Preempted(_) => exit::PREEMPTED,
             Error::Mpi(_) => exit::PEER,
+            Error::Internal(_) => 1,
         }
     }
 

@@ -89,14 +89,14 @@ fn absolute(p: &Path) -> Result<PathBuf> {
     Ok(cwd.join(p))
 }
 
-/// Writes `<run>/config.toml` atomically (every node writes the same text).
-fn write_config(run_dir: &Path, cfg: &ValidConfig, node: u32) -> Result<PathBuf> {
-    let logs = run_dir.join("logs");
+/// Writes `<run>/config.toml` atomically, with the writer every file of a run uses (every node
+/// writes the same text).
+fn write_config(run_dir: &Path, cfg: &ValidConfig) -> Result<PathBuf> {
+    let run = convtt_core::RunDir::new(run_dir);
+    let logs = run.logs();
     std::fs::create_dir_all(&logs).map_err(|e| Error::io(&logs, e))?;
-    let path = run_dir.join("config.toml");
-    let tmp = run_dir.join(format!(".config.toml.tmp-{node}-{}", std::process::id()));
-    std::fs::write(&tmp, cfg.to_toml()).map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
+    let path = run.config();
+    convtt_core::fsutil::write_atomic(&path, cfg.to_toml().as_bytes())?;
     Ok(path)
 }
 
@@ -195,7 +195,7 @@ fn plan_node(args: &RunArgs, cfg: &ValidConfig, ctx: &Context, cluster: &Cluster
     let (slots, notes) = ctx.slots(cfg, node_rank)?;
     let worker = find_worker(args.worker.as_deref())?;
     let run_dir = absolute(Path::new(&cfg.launch.resolved_run_dir()))?;
-    let config_path = write_config(&run_dir, cfg, node_rank)?;
+    let config_path = write_config(&run_dir, cfg)?;
     let (extra_env, env_remove) = worker_env_changes();
     let tag = ctx.tag();
     Ok(Plan {

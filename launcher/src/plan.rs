@@ -230,10 +230,7 @@ impl Plan {
             env_remove: self.env_remove.clone(),
             cpus: Some(slot.cpus.clone()),
             mem_node: slot.mem_node,
-            log: self
-                .run_dir
-                .join("logs")
-                .join(format!("{}-{}.log", self.node_rank, slot.rank)),
+            log: convtt_core::RunDir::new(&self.run_dir).worker_log(self.node_rank, slot.rank),
             header: format!(
                 "==== convtt attempt {attempt} · node {} ({}) · rank {} · {} · cpus {} ====",
                 self.node_rank, self.host, slot.rank, slot.device, slot.cpus

@@ -112,7 +112,7 @@ impl Signals {
     /// Starts listening (needs a tokio runtime).
     pub(crate) fn install() -> Result<Signals> {
         let mk = |k: SignalKind, name: &str| {
-            signal(k).map_err(|e| Error::Usage(format!("cannot handle {name}: {e}")))
+            signal(k).map_err(|e| Error::Internal(format!("cannot handle {name}: {e}")))
         };
         Ok(Signals {
             term: mk(SignalKind::terminate(), "SIGTERM")?,

@@ -24,9 +24,11 @@ use nix::unistd::Pid;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::agent::{AgentEvent, AgentServer, AttemptSpec};
+use tokio::sync::mpsc;
+
+use crate::agent::{AgentEvent, AgentServer, Attempt as AgentSession, AttemptSpec};
 use crate::child::{self, signal_group, signal_process, Child};
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, NodeStatus};
 use crate::console::Console;
 use crate::error::{Error, Result};
 use crate::plan::Plan;
@@ -117,6 +119,51 @@ struct Worker {
     goodbye: Option<String>,
 }
 
+/// What an event asks of the attempt: a failure to tear down for, or a preemption.
+#[derive(Default)]
+struct Reaction {
+    fail: Option<(Cause, String)>,
+    preempt: bool,
+}
+
+impl Reaction {
+    fn fail(cause: Cause, detail: String) -> Self {
+        Reaction {
+            fail: Some((cause, detail)),
+            preempt: false,
+        }
+    }
+
+    fn preempt() -> Self {
+        Reaction {
+            fail: None,
+            preempt: true,
+        }
+    }
+}
+
+/// One attempt on this node: its workers, the agent session serving them, and how far the
+/// attempt has gone towards its end (a teardown, the SIGKILL after the grace period, a
+/// preemption deadline). Each event of [`run_attempt`]'s loop is one method.
+struct Attempt<'a> {
+    plan: &'a Plan,
+    cluster: &'a Cluster,
+    number: u32,
+    console: Arc<Console>,
+    agent: AgentSession,
+    workers: BTreeMap<u32, Worker>,
+    alive: BTreeSet<u32>,
+    ended: Ended,
+    /// When the teardown's SIGTERM went out.
+    teardown: Option<Instant>,
+    /// The SIGKILL after the grace period went out.
+    killed: bool,
+    /// The preempt protocol's deadline.
+    preempt_until: Option<Instant>,
+}
+
+type WorkerTasks = JoinSet<(u32, Exit, Vec<String>)>;
+
 async fn run_attempt(
     plan: &Plan,
     cluster: &Cluster,
@@ -125,203 +172,301 @@ async fn run_attempt(
     shutdown: &mut Shutdown,
     console: &Arc<Console>,
 ) -> Result<Ended> {
-    let t = &plan.timing;
-    let (agent, mut events) = server.serve(
-        AttemptSpec {
-            attempt,
-            world_size: plan.world_size(),
-            local_ranks: plan.slots.iter().map(|s| s.rank).collect(),
-            heartbeat_timeout: t.heartbeat_timeout,
-            startup_timeout: t.startup_timeout,
-            collective_timeout: t.collective_timeout,
-        },
-        cluster.clone(),
-    );
-    // Each task owns one Child: when the set is dropped (also on cancellation) the tasks are
-    // aborted and every Child's drop kills its process group.
-    let mut set: JoinSet<(u32, Exit, Vec<String>)> = JoinSet::new();
-    let mut workers: BTreeMap<u32, Worker> = BTreeMap::new();
-    for slot in &plan.slots {
-        let mut child = Child::spawn(&plan.child_spec(slot, attempt), console.clone())?;
-        tracing::debug!(rank = slot.rank, pid = child.pid().as_raw(), cpus = %slot.cpus, "spawned");
-        workers.insert(
-            slot.rank,
-            Worker {
-                pid: child.pid(),
-                connected: false,
-                goodbye: None,
-            },
-        );
-        set.spawn(async move {
-            let exit = child.wait().await;
-            (child.rank(), exit, child.tail())
-        });
-    }
-    tracing::info!(
-        "attempt {attempt}: started {} workers ({} → {})",
-        workers.len(),
-        plan.worker.display(),
-        plan.args(attempt).join(" ")
-    );
-
-    let mut ended = Ended::default();
-    let mut alive: BTreeSet<u32> = workers.keys().copied().collect();
-    let mut teardown: Option<Instant> = None;
-    let mut killed = false;
-    let mut preempt_until: Option<Instant> = None;
+    let (mut a, mut tasks, mut events) = Attempt::start(plan, cluster, server, attempt, console)?;
     // Start from `Run`: a level raised before this attempt (during the back-off or the
     // consensus) must still preempt it.
     let mut seen = Stop::Run;
     let mut global = cluster.watch();
-    let far = || Instant::now() + Duration::from_secs(86_400);
-
-    let start_teardown = |alive: &BTreeSet<u32>, workers: &BTreeMap<u32, Worker>| {
-        for r in alive {
-            signal_group(workers[r].pid, Signal::SIGTERM);
-        }
-        Some(Instant::now())
-    };
-
-    while !alive.is_empty() {
-        let timer = match (teardown, killed, preempt_until) {
-            (Some(t0), false, _) => t0 + t.grace,
-            (None, _, Some(p)) => p,
-            _ => far(),
-        };
-        let mut preempt_now = false;
-        let mut fail: Option<(Cause, String)> = None;
-        tokio::select! {
-            Some(joined) = set.join_next() => {
-                let (rank, exit, tail) = joined.map_err(|e| Error::Usage(format!("worker task: {e}")))?;
-                alive.remove(&rank);
-                let w = &workers[&rank];
-                match exit {
-                    Exit::Code(0) => tracing::info!(rank, "worker finished"),
-                    _ if teardown.is_some() => tracing::debug!(rank, "worker stopped: {exit}"),
-                    Exit::Code(convtt_core::exit::PREEMPTED) => {
-                        tracing::warn!(rank, "worker exited 4 (preempted)");
-                        preempt_now = true;
-                    }
-                    _ => {
-                        let mut d = format!(": rank {rank} (pid {}) failed with {exit}", w.pid);
-                        if let Some(g) = &w.goodbye {
-                            d += &format!(" ({g})");
-                        }
-                        if tail.is_empty() {
-                            d += "; it wrote nothing to stderr";
-                        } else {
-                            d += &format!("; its last stderr lines:\n    {}", tail.join("\n    "));
-                        }
-                        fail = Some((Cause::Exited { rank, exit }, d));
-                    }
-                }
+    while !a.alive.is_empty() {
+        let reaction = tokio::select! {
+            Some(joined) = tasks.join_next() => {
+                let (rank, exit, tail) =
+                    joined.map_err(|e| Error::Internal(format!("the task watching a worker: {e}")))?;
+                a.on_exit(rank, exit, &tail)
             }
-            Some(ev) = events.recv() => match ev {
-                AgentEvent::Hello { rank, pid, cpus, device } => {
-                    tracing::debug!(rank, pid, %cpus, %device, "worker connected");
-                    if let Some(w) = workers.get_mut(&rank) { w.connected = true; }
-                }
-                AgentEvent::Progress { rank, progress } => {
-                    console.progress(rank, progress, plan.slots.len(), plan.num_nodes);
-                }
-                AgentEvent::Goodbye { rank, code, reason } => {
-                    tracing::info!(rank, code, "worker says goodbye: {reason}");
-                    if let Some(w) = workers.get_mut(&rank) { w.goodbye = Some(format!("it said: {reason}")); }
-                }
-                AgentEvent::Checkpoint { .. } => {}
-                AgentEvent::Failure(msg) => {
-                    if teardown.is_none() {
-                        fail = Some((Cause::Hung(msg.clone()), format!(": {msg}")));
-                    }
-                }
-            },
+            Some(ev) = events.recv() => a.on_agent_event(ev),
             level = shutdown.above(seen) => {
                 seen = level;
-                match level {
-                    Stop::Preempt => preempt_now = true,
-                    Stop::Now => {
-                        ended.preempted = true;
-                        if teardown.is_none() { teardown = start_teardown(&alive, &workers); }
-                    }
-                    Stop::Run => {}
-                }
+                a.on_signal(level)
             }
-            changed = async {
-                match global.as_mut() {
-                    Some(rx) => rx.changed().await.map(|()| rx.borrow_and_update().clone()),
-                    None => std::future::pending().await,
-                }
-            } => {
-                match changed {
-                    Ok(nodes) => {
-                        let me = cluster.node_rank() as usize;
-                        for (i, s) in nodes.iter().enumerate() {
-                            if i == me || s.attempt != attempt { continue; }
-                            if s.failed && teardown.is_none() && fail.is_none() {
-                                fail = Some((Cause::PeerNode(i as u32), format!(": node {i} failed")));
-                            }
-                            if s.preempt { preempt_now = true; }
-                        }
-                    }
-                    Err(_) => {
-                        global = None;
-                        if teardown.is_none() {
-                            fail = Some((Cause::Hung("the MPI thread stopped".into()), ": the MPI thread stopped".into()));
-                        }
-                    }
-                }
+            changed = next_nodes(&mut global) => a.on_nodes(changed, &mut global),
+            () = tokio::time::sleep_until(a.timer()) => {
+                a.on_timer();
+                Reaction::default()
             }
-            () = tokio::time::sleep_until(timer) => {
-                if teardown.is_some() {
-                    for r in &alive {
-                        tracing::warn!(rank = *r, "still alive {:.1} s after SIGTERM: SIGKILL", t.grace.as_secs_f64());
-                        signal_group(workers[r].pid, Signal::SIGKILL);
-                    }
-                    killed = true;
+        };
+        a.react(reaction);
+    }
+    Ok(a.finish().await)
+}
+
+/// The next change of the nodes' statuses (never, on a single node).
+async fn next_nodes(
+    global: &mut Option<tokio::sync::watch::Receiver<Vec<NodeStatus>>>,
+) -> std::result::Result<Vec<NodeStatus>, tokio::sync::watch::error::RecvError> {
+    match global.as_mut() {
+        Some(rx) => rx.changed().await.map(|()| rx.borrow_and_update().clone()),
+        None => std::future::pending().await,
+    }
+}
+
+impl<'a> Attempt<'a> {
+    /// Serves the attempt on the agent socket and spawns every worker of this node.
+    fn start(
+        plan: &'a Plan,
+        cluster: &'a Cluster,
+        server: &AgentServer,
+        number: u32,
+        console: &Arc<Console>,
+    ) -> Result<(Self, WorkerTasks, mpsc::UnboundedReceiver<AgentEvent>)> {
+        let t = &plan.timing;
+        let (agent, events) = server.serve(
+            AttemptSpec {
+                attempt: number,
+                world_size: plan.world_size(),
+                local_ranks: plan.slots.iter().map(|s| s.rank).collect(),
+                heartbeat_timeout: t.heartbeat_timeout,
+                startup_timeout: t.startup_timeout,
+                collective_timeout: t.collective_timeout,
+            },
+            cluster.clone(),
+        );
+        // Each task owns one Child: when the set is dropped (also on cancellation) the tasks
+        // are aborted and every Child's drop kills its process group.
+        let mut tasks = WorkerTasks::new();
+        let mut workers = BTreeMap::new();
+        for slot in &plan.slots {
+            let mut child = Child::spawn(&plan.child_spec(slot, number), console.clone())?;
+            tracing::debug!(rank = slot.rank, pid = child.pid().as_raw(), cpus = %slot.cpus, "spawned");
+            let worker = Worker {
+                pid: child.pid(),
+                connected: false,
+                goodbye: None,
+            };
+            workers.insert(slot.rank, worker);
+            tasks.spawn(async move {
+                let exit = child.wait().await;
+                (child.rank(), exit, child.tail())
+            });
+        }
+        tracing::info!(
+            "attempt {number}: started {} workers ({} → {})",
+            workers.len(),
+            plan.worker.display(),
+            plan.args(number).join(" ")
+        );
+        let attempt = Attempt {
+            plan,
+            cluster,
+            number,
+            console: console.clone(),
+            agent,
+            alive: workers.keys().copied().collect(),
+            workers,
+            ended: Ended::default(),
+            teardown: None,
+            killed: false,
+            preempt_until: None,
+        };
+        Ok((attempt, tasks, events))
+    }
+
+    /// When the next timed step is due: the SIGKILL after the grace period, or the end of the
+    /// preempt deadline.
+    fn timer(&self) -> Instant {
+        let far = Instant::now() + Duration::from_secs(86_400);
+        match (self.teardown, self.killed, self.preempt_until) {
+            (Some(t0), false, _) => t0 + self.plan.timing.grace,
+            (None, _, Some(p)) => p,
+            _ => far,
+        }
+    }
+
+    /// A worker exited. Exits of workers being torn down are collateral, never causes.
+    fn on_exit(&mut self, rank: u32, exit: Exit, tail: &[String]) -> Reaction {
+        self.alive.remove(&rank);
+        let w = &self.workers[&rank];
+        match exit {
+            Exit::Code(0) => tracing::info!(rank, "worker finished"),
+            _ if self.teardown.is_some() => tracing::debug!(rank, "worker stopped: {exit}"),
+            Exit::Code(convtt_core::exit::PREEMPTED) => {
+                tracing::warn!(rank, "worker exited 4 (preempted)");
+                return Reaction::preempt();
+            }
+            _ => {
+                let mut d = format!(": rank {rank} (pid {}) failed with {exit}", w.pid);
+                if let Some(g) = &w.goodbye {
+                    d += &format!(" ({g})");
+                }
+                if tail.is_empty() {
+                    d += "; it wrote nothing to stderr";
                 } else {
-                    tracing::warn!(
-                        "workers {:?} did not exit within the preempt deadline of {:.1} s: tearing down",
-                        alive, t.preempt_deadline.as_secs_f64()
-                    );
-                    teardown = start_teardown(&alive, &workers);
+                    d += &format!("; its last stderr lines:\n    {}", tail.join("\n    "));
+                }
+                return Reaction::fail(Cause::Exited { rank, exit }, d);
+            }
+        }
+        Reaction::default()
+    }
+
+    /// A message of the agent hub: a worker connected, progressed, said goodbye or committed a
+    /// checkpoint, or the hub saw a failure (a hang, a timeout).
+    fn on_agent_event(&mut self, ev: AgentEvent) -> Reaction {
+        match ev {
+            AgentEvent::Hello {
+                rank,
+                pid,
+                cpus,
+                device,
+            } => {
+                tracing::debug!(rank, pid, %cpus, %device, "worker connected");
+                if let Some(w) = self.workers.get_mut(&rank) {
+                    w.connected = true;
                 }
             }
-        }
-        if let Some((cause, detail)) = fail {
-            if ended.causes.is_empty() {
-                ended.detail = detail;
+            AgentEvent::Progress { rank, progress } => {
+                let p = self.plan;
+                self.console
+                    .progress(rank, progress, p.slots.len(), p.num_nodes);
             }
-            ended.causes.push(cause);
-            cluster.report(|s| s.failed = true);
-            if teardown.is_none() {
-                teardown = start_teardown(&alive, &workers);
+            AgentEvent::Goodbye { rank, code, reason } => {
+                tracing::info!(rank, code, "worker says goodbye: {reason}");
+                if let Some(w) = self.workers.get_mut(&rank) {
+                    w.goodbye = Some(format!("it said: {reason}"));
+                }
             }
+            AgentEvent::Checkpoint { .. } => {}
+            AgentEvent::Failure(msg) if self.teardown.is_none() => {
+                let detail = format!(": {msg}");
+                return Reaction::fail(Cause::Hung(msg), detail);
+            }
+            AgentEvent::Failure(_) => {}
         }
-        if preempt_now && !ended.preempted {
-            ended.preempted = true;
-            cluster.report(|s| s.preempt = true);
-            if teardown.is_none() {
+        Reaction::default()
+    }
+
+    /// The launcher received a signal: preempt, or (a second SIGINT) stop now.
+    fn on_signal(&mut self, level: Stop) -> Reaction {
+        match level {
+            Stop::Preempt => return Reaction::preempt(),
+            Stop::Now => {
+                self.ended.preempted = true;
+                self.start_teardown();
+            }
+            Stop::Run => {}
+        }
+        Reaction::default()
+    }
+
+    /// Another node's status changed: it failed or preempts (this attempt only).
+    fn on_nodes(
+        &mut self,
+        changed: std::result::Result<Vec<NodeStatus>, tokio::sync::watch::error::RecvError>,
+        global: &mut Option<tokio::sync::watch::Receiver<Vec<NodeStatus>>>,
+    ) -> Reaction {
+        let Ok(nodes) = changed else {
+            *global = None;
+            if self.teardown.is_some() {
+                return Reaction::default();
+            }
+            let msg = "the MPI thread stopped";
+            return Reaction::fail(Cause::Hung(msg.into()), format!(": {msg}"));
+        };
+        let me = self.cluster.node_rank() as usize;
+        let mut r = Reaction::default();
+        for (i, s) in nodes.iter().enumerate() {
+            if i == me || s.attempt != self.number {
+                continue;
+            }
+            if s.failed && self.teardown.is_none() && r.fail.is_none() {
+                r.fail = Some((Cause::PeerNode(i as u32), format!(": node {i} failed")));
+            }
+            r.preempt |= s.preempt;
+        }
+        r
+    }
+
+    /// The timer ran out: SIGKILL what outlived the grace period, or end the preempt deadline
+    /// with a teardown.
+    fn on_timer(&mut self) {
+        let t = &self.plan.timing;
+        if self.teardown.is_some() {
+            for r in &self.alive {
                 tracing::warn!(
-                    "preempting: workers commit a checkpoint and exit 4 within {:.1} s",
-                    t.preempt_deadline.as_secs_f64()
+                    rank = *r,
+                    "still alive {:.1} s after SIGTERM: SIGKILL",
+                    t.grace.as_secs_f64()
                 );
-                agent.preempt(t.preempt_deadline);
-                for r in &alive {
-                    if !workers[r].connected {
-                        signal_process(workers[r].pid, Signal::SIGUSR1);
-                    }
-                }
-                preempt_until = Some(Instant::now() + t.preempt_deadline);
+                signal_group(self.workers[r].pid, Signal::SIGKILL);
+            }
+            self.killed = true;
+        } else {
+            tracing::warn!(
+                "workers {:?} did not exit within the preempt deadline of {:.1} s: tearing down",
+                self.alive,
+                t.preempt_deadline.as_secs_f64()
+            );
+            self.start_teardown();
+        }
+    }
+
+    /// Acts on a reaction: a failure is recorded, told to the other nodes and tears the group
+    /// down; a preemption starts the preempt protocol (once).
+    fn react(&mut self, r: Reaction) {
+        if let Some((cause, detail)) = r.fail {
+            if self.ended.causes.is_empty() {
+                self.ended.detail = detail;
+            }
+            self.ended.causes.push(cause);
+            self.cluster.report(|s| s.failed = true);
+            self.start_teardown();
+        }
+        if r.preempt && !self.ended.preempted {
+            self.ended.preempted = true;
+            self.cluster.report(|s| s.preempt = true);
+            if self.teardown.is_none() {
+                self.start_preempt();
             }
         }
     }
-    // Every leader is reaped and each Child's drop killed its group; make sure of stragglers
-    // that changed nothing about their group (a helper that ignored SIGTERM), and wait until
-    // they are gone: nothing of this attempt may outlive it.
-    let groups: Vec<Pid> = workers.values().map(|w| w.pid).collect();
-    child::kill_groups_and_wait(&groups, Duration::from_secs(5)).await;
-    drop(agent);
-    Ok(ended)
+
+    /// `preempt` over the agent socket to connected workers, SIGUSR1 to the ones not
+    /// connected (a worker installs its handler before it connects), and a deadline.
+    fn start_preempt(&mut self) {
+        let deadline = self.plan.timing.preempt_deadline;
+        tracing::warn!(
+            "preempting: workers commit a checkpoint and exit 4 within {:.1} s",
+            deadline.as_secs_f64()
+        );
+        self.agent.preempt(deadline);
+        for r in &self.alive {
+            if !self.workers[r].connected {
+                signal_process(self.workers[r].pid, Signal::SIGUSR1);
+            }
+        }
+        self.preempt_until = Some(Instant::now() + deadline);
+    }
+
+    /// SIGTERM to every live worker's process group (once); SIGKILL follows after the grace.
+    fn start_teardown(&mut self) {
+        if self.teardown.is_some() {
+            return;
+        }
+        for r in &self.alive {
+            signal_group(self.workers[r].pid, Signal::SIGTERM);
+        }
+        self.teardown = Some(Instant::now());
+    }
+
+    /// Every leader is reaped and each Child's drop killed its group; make sure of stragglers
+    /// that changed nothing about their group (a helper that ignored SIGTERM), and wait until
+    /// they are gone: nothing of this attempt may outlive it.
+    async fn finish(self) -> Ended {
+        let groups: Vec<Pid> = self.workers.values().map(|w| w.pid).collect();
+        child::kill_groups_and_wait(&groups, Duration::from_secs(5)).await;
+        drop(self.agent);
+        self.ended
+    }
 }
 
 #[cfg(test)]

@@ -41,6 +41,10 @@ pub enum Error {
     /// An error from libtorch.
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),
+    /// Something inside the worker failed that no input explains (a signal handler that cannot
+    /// be installed, a helper thread that panicked): exit 1, retried by the launcher.
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 impl Error {
@@ -65,7 +69,7 @@ impl Error {
             Error::Unavailable(_) => exit::UNAVAILABLE,
             Error::Peer(_) => exit::PEER,
             Error::Preempted(_) => exit::PREEMPTED,
-            Error::Common(_) | Error::Io { .. } | Error::Torch(_) => 1,
+            Error::Common(_) | Error::Io { .. } | Error::Torch(_) | Error::Internal(_) => 1,
         }
     }
 }

@@ -11,7 +11,8 @@ pub mod doctor;
 mod error;
 pub mod eval;
 pub mod npy;
-mod sys;
+pub mod runtime;
+pub(crate) mod sys;
 pub mod torch_runtime;
 pub mod train;
 

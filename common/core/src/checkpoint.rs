@@ -189,10 +189,7 @@ pub fn retention(
     let keep_from = steps.len().saturating_sub(keep_last.max(1));
     let mut keep: Vec<u64> = steps[keep_from..].to_vec();
     if keep_best {
-        let better = |a: f64, b: f64| match mode {
-            MetricMode::Min => a < b,
-            MetricMode::Max => a > b,
-        };
+        let better = |a: f64, b: f64| mode.better(a, b);
         let best = committed
             .iter()
             .filter_map(|c| c.metric.filter(|m| m.is_finite()).map(|m| (c.step, m)))

@@ -7,17 +7,19 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use convtt_core::config::{metric_mode, MetricMode, RANKING_METRICS};
+use convtt_core::config::MetricMode;
 use convtt_core::fsutil::write_atomic;
+use convtt_core::metric::{self, ranking_names, Metric};
 use convtt_core::plot::{draw_legend, render, span};
+use convtt_core::{RunDir, RunSummary};
 use plotters::prelude::*;
 
 use super::task::{State, TrialStatus};
 use super::{human_count, short_key, Manifest, SweepDir, TrialEntry};
 use crate::error::{Error, Result};
 
-/// Validation metrics of `summary.toml`'s `[valid]` table, in report order.
-pub const VALID_KEYS: [&str; 5] = ["loss", "mse", "mae", "psnr", "ssim"];
+/// The validation metrics of `summary.toml`'s `[valid]` table the report shows, in order.
+pub const VALID_METRICS: &[Metric] = metric::RANKING;
 
 /// One trial's line of the report.
 #[derive(Debug, Clone)]
@@ -30,39 +32,32 @@ pub struct Row<'a> {
     pub status: TrialStatus,
     /// Steps trained (`summary.toml`).
     pub steps: Option<i64>,
-    /// `[valid]` values in [`VALID_KEYS`] order.
-    pub valid: [Option<f64>; 5],
+    /// `[valid]` values in [`VALID_METRICS`] order.
+    pub valid: Vec<Option<f64>>,
     /// The ranking metric.
     pub metric: Option<f64>,
 }
 
 /// Reads every trial's `status.toml` and `summary.toml`.
-pub fn collect<'a>(dir: &SweepDir, m: &'a Manifest, metric: &str) -> Vec<Row<'a>> {
-    let key = metric.strip_prefix("valid.").unwrap_or(metric);
+pub fn collect<'a>(dir: &SweepDir, m: &'a Manifest, metric: Metric) -> Vec<Row<'a>> {
     m.trials
         .iter()
         .map(|t| {
             let run = dir.trial(&t.id);
             let status = TrialStatus::read(&run);
             let state = status.effective(&run);
-            let summary: Option<toml::Table> = std::fs::read_to_string(run.join("summary.toml"))
-                .ok()
-                .and_then(|s| s.parse().ok());
-            let valid_of = |k: &str| {
-                summary
-                    .as_ref()?
-                    .get("valid")?
-                    .get(k)
-                    .and_then(|v| v.as_float().or_else(|| v.as_integer().map(|i| i as f64)))
-                    .filter(|v| v.is_finite())
-            };
-            let valid = VALID_KEYS.map(valid_of);
+            let summary = RunSummary::read(&RunDir::new(&run)).unwrap_or_else(|e| {
+                tracing::warn!("trial {}: {e}", t.id);
+                None
+            });
+            let valid_of = |m: Metric| summary.as_ref()?.valid(m);
+            let valid = VALID_METRICS.iter().map(|&m| valid_of(m)).collect();
             Row {
                 trial: t,
                 state,
-                steps: summary.as_ref().and_then(|s| s.get("steps")?.as_integer()),
+                steps: summary.as_ref().map(|s| s.steps as i64),
                 metric: if state == State::Done {
-                    valid_of(key)
+                    valid_of(metric)
                 } else {
                     None
                 },
@@ -77,14 +72,7 @@ pub fn collect<'a>(dir: &SweepDir, m: &'a Manifest, metric: &str) -> Vec<Row<'a>
 pub fn ranked<'a>(rows: &'a [Row<'a>], mode: MetricMode) -> Vec<&'a Row<'a>> {
     let mut v: Vec<&Row> = rows.iter().collect();
     v.sort_by(|a, b| match (a.metric, b.metric) {
-        (Some(x), Some(y)) => {
-            let o = x.total_cmp(&y);
-            if mode == MetricMode::Max {
-                o.reverse()
-            } else {
-                o
-            }
-        }
+        (Some(x), Some(y)) => mode.cmp_best_first(x, y),
         (Some(_), None) => std::cmp::Ordering::Less,
         (None, Some(_)) => std::cmp::Ordering::Greater,
         (None, None) => a.trial.index.cmp(&b.trial.index),
@@ -123,7 +111,7 @@ pub fn csv(m: &Manifest, rows: &[Row], best: Option<usize>) -> String {
         ]
         .map(String::from),
     );
-    head.extend(VALID_KEYS.iter().map(|k| format!("valid.{k}")));
+    head.extend(VALID_METRICS.iter().map(Metric::valid_name));
     let mut out = head
         .iter()
         .map(|s| csv_field(s))
@@ -184,9 +172,9 @@ pub fn markdown(m: &Manifest, rows: &[Row], metric: &str, mode: MetricMode) -> S
     head.extend(["seed".into(), "params".into(), "GFLOP/frame".into()]);
     head.push(format!("**{metric}**"));
     head.extend(
-        VALID_KEYS
+        VALID_METRICS
             .iter()
-            .map(|k| format!("valid.{k}"))
+            .map(Metric::valid_name)
             .filter(|k| k != metric),
     );
     head.extend(["steps".into(), "time (s)".into()]);
@@ -225,8 +213,8 @@ pub fn markdown(m: &Manifest, rows: &[Row], metric: &str, mode: MetricMode) -> S
             r.metric
                 .map_or_else(|| "–".into(), |v| format!("**{v:.5}**")),
         );
-        for (k, v) in VALID_KEYS.iter().zip(r.valid) {
-            if format!("valid.{k}") != metric {
+        for (m, v) in VALID_METRICS.iter().zip(&r.valid) {
+            if m.valid_name() != metric {
                 f.push(v.map_or_else(|| "–".into(), |v| format!("{v:.5}")));
             }
         }
@@ -371,14 +359,14 @@ impl ReportFiles {
 
 /// Writes `report.csv`, `report.md` and (when a trial finished) `report.png` into the sweep.
 pub fn write_report(dir: &SweepDir, m: &Manifest, metric: &str) -> Result<ReportFiles> {
-    if !RANKING_METRICS.contains(&metric) {
+    let Some(ranking) = Metric::ranking(metric) else {
         return Err(Error::Usage(format!(
             "unknown metric {metric:?}; one of {}",
-            RANKING_METRICS.join(", ")
+            ranking_names().join(", ")
         )));
-    }
-    let mode = metric_mode(metric);
-    let rows = collect(dir, m, metric);
+    };
+    let mode = ranking.mode;
+    let rows = collect(dir, m, ranking);
     let best = ranked(&rows, mode)
         .first()
         .filter(|r| r.metric.is_some())
@@ -452,9 +440,11 @@ mod tests {
         let finish = |i: usize, loss: f64, psnr: f64| {
             let run = dir.trial(&m.trials[i].id);
             std::fs::create_dir_all(&run).unwrap();
+            // Accuracy rises with PSNR here: ranked by accuracy, trial 0 must come first.
+            let accuracy = psnr / 20.0;
             std::fs::write(
                 run.join("summary.toml"),
-                format!("steps = 3\n[valid]\nloss = {loss}\nmse = 0.1\nmae = 0.2\npsnr = {psnr}\nssim = 0.5\n"),
+                format!("steps = 3\nepochs_completed = 1\nsamples_seen = 12\nfinal_train_loss = 0.1\n[valid]\nloss = {loss}\nmse = 0.1\nmae = 0.2\npsnr = {psnr}\nssim = 0.5\naccuracy = {accuracy}\n"),
             )
             .unwrap();
             TrialStatus {
@@ -500,6 +490,14 @@ mod tests {
         assert_eq!(&png[1..4], b"PNG");
         // By PSNR (higher is better) trial 0 wins.
         assert_eq!(write_report(&dir, &m, "valid.psnr").unwrap().best, Some(0));
+        // Regression: the mode was guessed from the name's suffix, so a sweep ranked by
+        // accuracy put the worst trial first.
+        let files = write_report(&dir, &m, "valid.accuracy").unwrap();
+        assert_eq!(files.best, Some(0));
+        let md = std::fs::read_to_string(&files.markdown).unwrap();
+        let body: Vec<&str> = md.lines().filter(|l| l.starts_with("| ")).skip(1).collect();
+        assert!(body[0].starts_with("| **1 (best)** | 0 |"), "{md}");
+        assert!(body[0].contains("**0.50000**"), "{md}");
         assert!(write_report(&dir, &m, "valid.lpips").is_err());
         std::fs::remove_dir_all(&dir.0).unwrap();
     }

@@ -96,7 +96,7 @@ impl TrialStatus {
     /// The state as the report shows it: `done` only with `summary.toml`.
     pub fn effective(&self, dir: &Path) -> State {
         match self.state {
-            State::Done if !dir.join("summary.toml").is_file() => State::Failed,
+            State::Done if !convtt_core::RunDir::new(dir).finished() => State::Failed,
             s => s,
         }
     }
@@ -349,7 +349,7 @@ pub async fn run_trial(
         st.exit_code = Some(code);
         let verdict = classify_exit(Exit::Code(code));
         st.state = match verdict {
-            Verdict::Finished if run_dir.join("summary.toml").is_file() => State::Done,
+            Verdict::Finished if convtt_core::RunDir::new(&run_dir).finished() => State::Done,
             Verdict::Finished => State::Failed,
             Verdict::Preempted => {
                 st.attempts -= 1;

@@ -14,7 +14,8 @@ use tch::{nn::VarStore, Device};
 use crate::cli::BenchArgs;
 use crate::data::{self, Placement};
 use crate::error::{Error, Result};
-use crate::train::{optim::FlatParams, train_step, Context, StepTimes};
+use crate::runtime::Context;
+use crate::train::{optim::FlatParams, train_step, StepTimes};
 
 /// The benchmark's findings (per timed step means).
 #[derive(Debug, Clone, Serialize)]
@@ -77,7 +78,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     }
     let mut ctx = Context::new(&args.config.config, &overrides, None)?;
     let report = measure(&mut ctx, args.warmup, args.steps, args.peak_tflops)?;
-    if ctx.coll.rank() == 0 {
+    if ctx.rt.rank() == 0 {
         if args.json {
             println!(
                 "{}",
@@ -97,13 +98,13 @@ pub fn measure(
     steps: usize,
     peak_tflops: Option<f64>,
 ) -> Result<BenchReport> {
-    let cfg = ctx.cfg.clone();
-    let (rank, world) = (ctx.coll.rank(), ctx.coll.world_size());
+    let Context { cfg, rt } = ctx;
+    let (rank, world) = (rt.rank(), rt.world());
     tch::manual_seed(cfg.train.seed as i64);
-    let vs = VarStore::new(ctx.device);
+    let vs = VarStore::new(rt.device);
     let net = Network::new(&vs.root(), &cfg.model);
     let mut flat = FlatParams::new(&vs);
-    ctx.coll.broadcast(&mut flat.params)?;
+    rt.coll.broadcast(&mut flat.params)?;
     let _compute = ComputeMode::for_config(&cfg.train).enter();
     let loader = data::train_loader(
         &cfg.data,
@@ -111,7 +112,7 @@ pub fn measure(
         Placement {
             world,
             rank,
-            device: ctx.device,
+            device: rt.device,
         },
     )?;
     if loader.steps() == 0 {
@@ -121,7 +122,7 @@ pub fn measure(
         )));
     }
     let per_worker = cfg.data.batch_size / world;
-    let mut device_mem = DeviceMemory::new(ctx.device);
+    let mut device_mem = DeviceMemory::new(rt.device);
     let mut times = StepTimes::default();
     let mut data_wait = 0.0;
     let mut done = 0usize;
@@ -150,7 +151,8 @@ pub fn measure(
             train_step(
                 &net,
                 &mut flat,
-                ctx,
+                cfg,
+                rt,
                 &clips,
                 mask,
                 cfg.optim.learning_rate,
@@ -176,7 +178,7 @@ pub fn measure(
     let flops = 2.0 * summary.macs_per_training_step as f64;
     let achieved = flops / step_s.max(1e-12) / 1e9;
     Ok(BenchReport {
-        device: format!("{:?}", ctx.device)
+        device: format!("{:?}", rt.device)
             .to_lowercase()
             .replace("cuda(", "cuda:")
             .replace(')', ""),

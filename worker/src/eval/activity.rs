@@ -14,8 +14,9 @@ use crate::checkpoint as ckpt;
 use crate::cli::EvalArgs;
 use crate::data::{self, Dataset, Placement};
 use crate::error::{Error, Result};
+use crate::runtime::Context;
 use crate::train::activity::{self as task, ActivityTask, LabelSpace, RatioScores};
-use crate::train::{optim::FlatParams, Context};
+use crate::train::optim::FlatParams;
 
 /// The JSON report of an activity evaluation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -52,20 +53,20 @@ pub struct ActivityReport {
 
 /// Evaluates the checkpoint of `args` (every rank calls this; all get the global report).
 pub fn evaluate(ctx: &mut Context, args: &EvalArgs) -> Result<ActivityReport> {
-    let cfg = ctx.cfg.clone();
+    let Context { cfg, rt } = ctx;
     let (dir, manifest) =
-        super::find_checkpoint(&cfg, &ctx.run_dir, &args.model.checkpoint, "evaluate")?;
-    let space = LabelSpace::open(&cfg)?;
+        super::find_checkpoint(cfg, rt.run.path(), &args.model.checkpoint, "evaluate")?;
+    let space = LabelSpace::open(cfg)?;
     let k = space.classes.len();
-    let vs = VarStore::new(ctx.device);
-    let t = ActivityTask::new(&vs, &cfg, space);
+    let vs = VarStore::new(rt.device);
+    let t = ActivityTask::new(&vs, cfg, space);
     let mut flat = FlatParams::new(&vs);
     let bufs = ckpt::load_buffers(&dir, &manifest)?;
     flat.restore(&manifest.layout, &bufs, 0, &dir)?;
     let at = Placement {
-        world: ctx.coll.world_size(),
-        rank: ctx.coll.rank(),
-        device: ctx.device,
+        world: rt.world(),
+        rank: rt.rank(),
+        device: rt.device,
     };
     let ds = Dataset::open(Path::new(&cfg.data.dataset))?;
     let labels = ds.split(&args.split)?.labels(k)?;
@@ -73,7 +74,7 @@ pub fn evaluate(ctx: &mut Context, args: &EvalArgs) -> Result<ActivityReport> {
         &t.data_config(&cfg.data),
         &args.split,
         args.max_clips,
-        t.valid_frames(&cfg),
+        t.valid_frames(cfg),
         at,
     )?;
     if loader.steps() == 0 {
@@ -85,7 +86,7 @@ pub fn evaluate(ctx: &mut Context, args: &EvalArgs) -> Result<ActivityReport> {
             at.world
         )));
     }
-    let (_, _, scores) = task::validate(&t, &cfg, &loader, &labels, ctx.coll.as_mut())?;
+    let (_, _, scores) = task::validate(&t, cfg, &loader, &labels, rt.coll.as_mut())?;
     let majority = scores.ratios.first().map_or(0.0, |r| {
         let most = r.classes.iter().map(|c| c.clips).max().unwrap_or(0);
         most as f64 / r.clips.max(1) as f64

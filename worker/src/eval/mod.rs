@@ -31,7 +31,8 @@ use crate::checkpoint::{self as ckpt, Resume};
 use crate::cli::{CheckpointArgs, EvalArgs, ExportArgs, PredictArgs};
 use crate::data::{self, Dataset, Placement};
 use crate::error::{Error, Result};
-use crate::train::{self, optim::FlatParams, Context, MetricsLog};
+use crate::runtime::Context;
+use crate::train::{self, optim::FlatParams, MetricsLog};
 
 /// A network restored from a checkpoint.
 pub struct Loaded {
@@ -128,7 +129,13 @@ fn context(args: &CheckpointArgs) -> Result<Context> {
 /// The worker context and the model of the checkpoint `args` name (for `action` in messages).
 fn open_checkpoint(args: &CheckpointArgs, action: &str) -> Result<(Context, Loaded)> {
     let ctx = context(args)?;
-    let loaded = load_model(&ctx.cfg, &ctx.run_dir, &args.checkpoint, ctx.device, action)?;
+    let loaded = load_model(
+        &ctx.cfg,
+        ctx.rt.run.path(),
+        &args.checkpoint,
+        ctx.rt.device,
+        action,
+    )?;
     Ok((ctx, loaded))
 }
 
@@ -444,7 +451,7 @@ pub fn evaluate_source(
     horizons: &[usize],
     cap: usize,
 ) -> Result<EvalReport> {
-    let cfg = ctx.cfg.clone();
+    let Context { cfg, rt } = ctx;
     let horizons: Vec<usize> = if horizons.is_empty() {
         cfg.train.eval_horizons.clone()
     } else {
@@ -469,12 +476,12 @@ pub fn evaluate_source(
     let from_weights;
     let (net, origin, step) = match source {
         ModelSource::Checkpoint(which) => {
-            from_checkpoint = load_model(&cfg, &ctx.run_dir, which, ctx.device, "evaluate")?;
+            from_checkpoint = load_model(cfg, rt.run.path(), which, rt.device, "evaluate")?;
             let l = &from_checkpoint;
             (&l.net, l.dir.display().to_string(), l.manifest.step)
         }
         ModelSource::Weights(path) => {
-            let vs = VarStore::new(ctx.device);
+            let vs = VarStore::new(rt.device);
             let net = Network::new(&vs.root(), &cfg.model);
             import_safetensors(&net, path)?;
             from_weights = (vs, net);
@@ -482,9 +489,9 @@ pub fn evaluate_source(
         }
     };
     let at = Placement {
-        world: ctx.coll.world_size(),
-        rank: ctx.coll.rank(),
-        device: ctx.device,
+        world: rt.world(),
+        rank: rt.rank(),
+        device: rt.device,
     };
     let loader = data::eval_loader(&cfg.data, split, cap, input + future, at)?;
     if loader.steps() == 0 {
@@ -499,12 +506,12 @@ pub fn evaluate_source(
         None
     } else {
         let path = Path::new(&cfg.train.lpips_weights);
-        Some(Lpips::load(path, cfg.train.lpips_preset, ctx.device)?)
+        Some(Lpips::load(path, cfg.train.lpips_preset, rt.device)?)
     };
     let v = train::validate_with(
         net,
         &loader,
-        ctx.coll.as_mut(),
+        rt.coll.as_mut(),
         input,
         future,
         lpips.as_ref(),
@@ -581,18 +588,19 @@ pub(crate) fn publish(
     report: &impl serde::Serialize,
     line: serde_json::Value,
 ) -> Result<()> {
-    if ctx.coll.rank() != 0 {
+    if ctx.rt.rank() != 0 {
         return Ok(());
     }
     print!("{table}");
-    std::fs::create_dir_all(&ctx.run_dir).map_err(|e| Error::io(&ctx.run_dir, e))?;
+    let run = &ctx.rt.run;
+    std::fs::create_dir_all(run.path()).map_err(|e| Error::io(run.path(), e))?;
     let path = args
         .json
         .clone()
-        .unwrap_or_else(|| ctx.run_dir.join(format!("eval-{}.json", args.split)));
+        .unwrap_or_else(|| run.eval_report(&args.split));
     let text = serde_json::to_string_pretty(report).expect("report serialises");
     convtt_common::fsutil::write_atomic(&path, text.as_bytes())?;
-    let mut log = MetricsLog::open(&ctx.run_dir, 0)?;
+    let mut log = MetricsLog::open(run, 0)?;
     log.write(line);
     tracing::info!("wrote {}", path.display());
     Ok(())
@@ -601,7 +609,7 @@ pub(crate) fn publish(
 /// `convtt-worker predict`.
 pub fn run_predict(args: &PredictArgs) -> Result<()> {
     let (ctx, loaded) = open_checkpoint(&args.model, "predict")?;
-    if ctx.coll.rank() != 0 {
+    if ctx.rt.rank() != 0 {
         return Ok(());
     }
     let future = args.future.unwrap_or(ctx.cfg.data.future_frames);
@@ -630,7 +638,7 @@ pub fn run_predict(args: &PredictArgs) -> Result<()> {
 /// `convtt-worker export`.
 pub fn run_export(args: &ExportArgs) -> Result<()> {
     let (ctx, loaded) = open_checkpoint(&args.model, "export")?;
-    if ctx.coll.rank() != 0 {
+    if ctx.rt.rank() != 0 {
         return Ok(());
     }
     convtt_common::model::export_safetensors(&loaded.net, &args.out)?;

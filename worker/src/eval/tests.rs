@@ -367,7 +367,7 @@ fn export_then_import_gives_the_same_predictions() {
     })
     .unwrap();
     let c = ctx(&[]);
-    let loaded = load_model(&c.cfg, &c.run_dir, &Resume::Auto, Device::Cpu, "test").unwrap();
+    let loaded = load_model(&c.cfg, c.rt.run.path(), &Resume::Auto, Device::Cpu, "test").unwrap();
     tch::manual_seed(11);
     let vs = VarStore::new(Device::Cpu);
     let fresh = Network::new(&vs.root(), &c.cfg.model);

@@ -4,13 +4,19 @@ use serde::{Deserialize, Serialize};
 
 use super::issues::{check, ConfigErrors};
 
-/// Whether a smaller or a larger metric is better.
+pub use crate::metric::MetricMode;
+use crate::metric::{ranking_names, Metric};
+
+/// `checkpoint.best_mode`: the direction of `best_metric`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum MetricMode {
-    /// Smaller is better (losses, MSE, LPIPS).
+pub enum BestMode {
+    /// The metric's own direction ([`crate::metric`]: larger PSNR, SSIM and accuracy are
+    /// better, smaller losses and errors).
+    Auto,
+    /// Smaller is better.
     Min,
-    /// Larger is better (PSNR, SSIM).
+    /// Larger is better.
     Max,
 }
 
@@ -26,8 +32,8 @@ pub struct CheckpointConfig {
     pub keep_best: bool,
     /// Metric that ranks checkpoints, e.g. `valid.loss` or `valid.ssim`.
     pub best_metric: String,
-    /// Whether the metric is minimised or maximised.
-    pub best_mode: MetricMode,
+    /// Whether the metric is minimised or maximised (`auto`: its own direction).
+    pub best_mode: BestMode,
 }
 
 impl Default for CheckpointConfig {
@@ -37,36 +43,38 @@ impl Default for CheckpointConfig {
             keep_last: 3,
             keep_best: true,
             best_metric: "valid.loss".into(),
-            best_mode: MetricMode::Min,
+            best_mode: BestMode::Auto,
         }
     }
 }
 
-/// Metrics a checkpoint can be ranked by.
-pub const RANKING_METRICS: &[&str] = &[
-    "valid.loss",
-    "valid.mse",
-    "valid.mae",
-    "valid.psnr",
-    "valid.ssim",
-    "valid.accuracy",
-];
-
 impl CheckpointConfig {
+    /// The direction of `best_metric`: `best_mode` when given, else the metric's own.
+    pub fn best_mode(&self) -> MetricMode {
+        match self.best_mode {
+            BestMode::Min => MetricMode::Min,
+            BestMode::Max => MetricMode::Max,
+            BestMode::Auto => {
+                Metric::ranking(&self.best_metric).map_or(MetricMode::Min, |m| m.mode)
+            }
+        }
+    }
+
     pub(crate) fn validate(&self, errs: &mut ConfigErrors) {
         check(errs, self.keep_last >= 1, "checkpoint.keep_last", || {
             "must be at least 1 (got 0); the newest checkpoint is always kept".into()
         });
         check(
             errs,
-            RANKING_METRICS.contains(&self.best_metric.as_str()),
+            Metric::ranking(&self.best_metric).is_some(),
             "checkpoint.best_metric",
             || {
+                let names = ranking_names();
                 format!(
                     "unknown metric {:?}{}; one of {}",
                     self.best_metric,
-                    super::suggest(&self.best_metric, RANKING_METRICS.iter().copied()),
-                    RANKING_METRICS.join(", ")
+                    super::suggest(&self.best_metric, names.iter().map(String::as_str)),
+                    names.join(", ")
                 )
             },
         );

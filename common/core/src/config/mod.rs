@@ -29,13 +29,13 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 pub use activity::{input_frames_for, ActivityConfig};
-pub use checkpoint::{CheckpointConfig, MetricMode, RANKING_METRICS};
+pub use checkpoint::{BestMode, CheckpointConfig, MetricMode};
 pub use data::{DataConfig, DataSource};
 pub use issues::{ConfigErrors, ConfigIssue};
 pub use launch::LaunchConfig;
 pub use model::{prime_factors, tt_factors, CellKind, InitScheme, ModelConfig};
 pub use optim::{OptimConfig, Schedule};
-pub use sweep::{metric_mode, CmpOp, Constraint, Operand, SweepConfig};
+pub use sweep::{CmpOp, Constraint, Operand, SweepConfig};
 pub use train::{DeviceKind, LpipsPreset, Precision, TrainConfig};
 
 use crate::error::{Error, Result};

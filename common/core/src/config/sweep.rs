@@ -6,15 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::issues::{check, ConfigErrors};
 use super::MetricMode;
-
-/// The natural direction of a ranking metric: larger is better for PSNR and SSIM.
-pub fn metric_mode(metric: &str) -> MetricMode {
-    if metric.ends_with("psnr") || metric.contains("ssim") {
-        MetricMode::Max
-    } else {
-        MetricMode::Min
-    }
-}
+use crate::metric::{ranking_names, Metric};
 
 /// A comparison operator of a [`Constraint`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -171,9 +163,10 @@ impl Default for SweepConfig {
 }
 
 impl SweepConfig {
-    /// Whether a larger [`SweepConfig::metric`] is better (PSNR, SSIM) or a smaller one.
+    /// Whether a larger [`SweepConfig::metric`] is better (PSNR, SSIM, accuracy) or a smaller
+    /// one: the metric's own direction ([`crate::metric`]).
     pub fn metric_mode(&self) -> MetricMode {
-        metric_mode(&self.metric)
+        Metric::ranking(&self.metric).map_or(MetricMode::Min, |m| m.mode)
     }
 
     pub(crate) fn validate(&self, errs: &mut ConfigErrors, known_keys: &[String]) {
@@ -203,13 +196,13 @@ impl SweepConfig {
         );
         check(
             errs,
-            super::checkpoint::RANKING_METRICS.contains(&self.metric.as_str()),
+            Metric::ranking(&self.metric).is_some(),
             "sweep.metric",
             || {
                 format!(
                     "unknown metric {:?}; one of {}",
                     self.metric,
-                    super::checkpoint::RANKING_METRICS.join(", ")
+                    ranking_names().join(", ")
                 )
             },
         );
@@ -269,9 +262,18 @@ mod tests {
 
     #[test]
     fn metric_direction() {
-        assert_eq!(metric_mode("valid.loss"), MetricMode::Min);
-        assert_eq!(metric_mode("valid.psnr"), MetricMode::Max);
-        assert_eq!(metric_mode("valid.ssim"), MetricMode::Max);
-        assert_eq!(metric_mode("valid.mse"), MetricMode::Min);
+        let mode = |m: &str| {
+            SweepConfig {
+                metric: m.into(),
+                ..SweepConfig::default()
+            }
+            .metric_mode()
+        };
+        assert_eq!(mode("valid.loss"), MetricMode::Min);
+        assert_eq!(mode("valid.psnr"), MetricMode::Max);
+        assert_eq!(mode("valid.ssim"), MetricMode::Max);
+        assert_eq!(mode("valid.mse"), MetricMode::Min);
+        // The bug this replaced guessed from the name's suffix: accuracy was minimised.
+        assert_eq!(mode("valid.accuracy"), MetricMode::Max);
     }
 }

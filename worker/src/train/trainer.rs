@@ -1,0 +1,441 @@
+//! The trainer as a value: the task and its flat parameter buffer, the schedules, the cursor,
+//! the checkpoint in flight, the metrics log and the throughput window — and the loop that
+//! moves them forward one step at a time.
+//!
+//! Rank roles: every rank loads its share of the data, computes gradients and steps (all ranks
+//! hold identical parameters, checked every `train.param_check_every` steps); every rank writes
+//! its checkpoint shard; only rank 0 commits checkpoints and writes `metrics.jsonl` and
+//! `summary.toml`. Barriers surround checkpoint commits.
+
+use std::time::Instant;
+
+use convtt_common::config::ValidConfig;
+use convtt_common::model::{scheduled_sampling_mask, ComputeMode, MaskRng};
+use convtt_core::RunSummary;
+use serde_json::json;
+use tch::nn::VarStore;
+
+use super::activity;
+use super::metrics_log::MetricsLog;
+use super::optim::FlatParams;
+use super::save::{begin_save, finish_save, restore, Cursor, PendingSave};
+use super::schedule::Schedules;
+use super::step::{mask_seed, step_with_loss, train_step, StepOutcome};
+use super::task::Task;
+use super::validate::{mean, validate, Validation};
+use crate::checkpoint::{self as ckpt, Resume};
+use crate::data::{self, Batch, Loader};
+use crate::dist::parameter_drift;
+use crate::error::{Error, Result};
+use crate::runtime::Runtime;
+
+/// The data a run reads and how long it runs.
+pub struct Plan {
+    train: Loader,
+    valid: Option<Loader>,
+    steps_per_epoch: u64,
+    /// Steps of the whole run (`train.epochs` × steps per epoch, capped by `train.max_steps`).
+    total: u64,
+}
+
+/// Samples, loss and steps since the last progress line.
+struct Window {
+    since: Instant,
+    samples: u64,
+    loss_sum: f64,
+    steps: u64,
+}
+
+impl Window {
+    fn new() -> Self {
+        Window {
+            since: Instant::now(),
+            samples: 0,
+            loss_sum: 0.0,
+            steps: 0,
+        }
+    }
+
+    /// (samples per second, mean loss) since the last call, and a fresh window.
+    fn take(&mut self) -> (f64, f64) {
+        let secs = self.since.elapsed().as_secs_f64().max(1e-9);
+        let out = (
+            self.samples as f64 / secs,
+            self.loss_sum / self.steps.max(1) as f64,
+        );
+        *self = Window::new();
+        out
+    }
+}
+
+/// One step's result with the schedules' values it used.
+struct StepReport {
+    outcome: StepOutcome,
+    lr: f64,
+    ss_ratio: f64,
+}
+
+/// Everything training changes, and the loop.
+pub struct Trainer<'c> {
+    cfg: &'c ValidConfig,
+    task: Task,
+    flat: FlatParams,
+    sched: Schedules,
+    cur: Cursor,
+    /// At most one checkpoint in flight; it is committed at the next step boundary.
+    pending: Option<PendingSave>,
+    log: MetricsLog,
+    window: Window,
+    last_saved: u64,
+    last_loss: f64,
+    _vs: VarStore,
+}
+
+impl<'c> Trainer<'c> {
+    /// Prepares the run directory, builds the task (seeded), moves its parameters into one flat
+    /// buffer, makes every rank start from rank 0's values and restores the checkpoint that
+    /// `resume` names, if any.
+    pub fn new(cfg: &'c ValidConfig, rt: &mut Runtime, resume: &Resume) -> Result<Self> {
+        let ckpt_root = rt.run.checkpoints();
+        if rt.rank() == 0 {
+            for d in [rt.run.path(), ckpt_root.as_path()] {
+                std::fs::create_dir_all(d).map_err(|e| Error::io(d, e))?;
+            }
+            ckpt::remove_stale_tmp(&ckpt_root);
+            if !rt.run.config().exists() {
+                convtt_common::fsutil::write_atomic(&rt.run.config(), cfg.to_toml().as_bytes())?;
+            }
+        }
+        rt.coll.barrier()?;
+        tch::manual_seed(cfg.train.seed as i64);
+        let vs = VarStore::new(rt.device);
+        let task = Task::new(&vs, cfg)?;
+        let mut flat = FlatParams::new(&vs);
+        rt.coll.broadcast(&mut flat.params)?;
+        let mut sched = Schedules::new(&cfg.optim);
+        let mut cur = Cursor::default();
+        if let Some((dir, m)) = ckpt::resolve(&ckpt_root, resume)? {
+            let (state, at) = restore(cfg, &dir, &m, &mut flat)?;
+            sched = state.schedules;
+            if let (Some(sc), Some(saved)) = (rt.scaler.as_mut(), state.loss_scale) {
+                *sc = saved;
+            }
+            cur = at;
+            tracing::info!(step = cur.step, "resumed from {}", dir.display());
+        }
+        Ok(Trainer {
+            cfg,
+            task,
+            flat,
+            sched,
+            last_saved: cur.step,
+            cur,
+            pending: None,
+            log: MetricsLog::open(&rt.run, rt.rank())?,
+            window: Window::new(),
+            last_loss: f64::NAN,
+            _vs: vs,
+        })
+    }
+
+    /// The loaders (training, and validation when the split has clips) and the run's length.
+    pub fn plan(&self, rt: &Runtime) -> Result<Plan> {
+        let cfg = self.cfg;
+        let at = rt.placement();
+        let data_cfg = self.task.data_config(cfg);
+        let train = data::train_loader(&data_cfg, cfg.train.seed, at)?;
+        let steps_per_epoch = train.steps() as u64;
+        if steps_per_epoch == 0 {
+            return Err(Error::Usage(format!(
+                "{}: too few training clips for one batch of {} on each of {} workers",
+                cfg.data.dataset,
+                cfg.data.batch_size / at.world,
+                at.world
+            )));
+        }
+        let frames = self.task.valid_frames(cfg);
+        let valid = match data::eval_loader(
+            &data_cfg,
+            &cfg.data.valid_split,
+            cfg.data.max_valid_clips,
+            frames,
+            at,
+        ) {
+            Ok(l) if l.steps() > 0 => Some(l),
+            Ok(_) => None,
+            Err(e) => {
+                tracing::warn!("no validation: {e}");
+                None
+            }
+        };
+        let mut total = cfg.train.epochs as u64 * steps_per_epoch;
+        if cfg.train.max_steps > 0 {
+            total = total.min(cfg.train.max_steps);
+        }
+        if rt.rank() == 0 {
+            tracing::info!(
+                world = at.world,
+                steps_per_epoch,
+                total_steps = total,
+                params = self.flat.numel(),
+                "training {} on {:?}",
+                cfg.launch.name,
+                rt.device
+            );
+        }
+        Ok(Plan {
+            train,
+            valid,
+            steps_per_epoch,
+            total,
+        })
+    }
+
+    /// Trains to the end of `plan`: steps, progress lines, parameter checks, validation,
+    /// checkpoints; a preemption commits a checkpoint and ends with [`Error::Preempted`].
+    pub fn run(&mut self, rt: &mut Runtime, plan: &Plan) -> Result<()> {
+        // This (the training) thread computes as `[train]` says (precision, fused update, cuDNN).
+        let _compute = ComputeMode::for_config(&self.cfg.train).enter();
+        'epochs: while self.cur.epoch < self.cfg.train.epochs as u64 && self.cur.step < plan.total {
+            let skip = self.cur.batches_done as usize;
+            for batch in plan.train.epoch(self.cur.epoch).skip(skip) {
+                let report = self.step(rt, batch?, plan)?;
+                self.progress(rt, &report, plan.total);
+                self.check_parameters(rt)?;
+                let every = self.cfg.train.valid_every;
+                let valid = match &plan.valid {
+                    Some(v) if every > 0 && self.cur.step.is_multiple_of(every) => {
+                        Some(self.validate(rt, v)?)
+                    }
+                    _ => None,
+                };
+                self.commit_pending(rt)?;
+                let every = self.cfg.checkpoint.every_steps;
+                let preempted = report.outcome.preempt;
+                if (every > 0 && self.cur.step.is_multiple_of(every)) || preempted {
+                    self.start_checkpoint(rt, valid.as_ref());
+                }
+                if preempted {
+                    self.commit_pending(rt)?;
+                    return Err(Error::Preempted(self.cur.step));
+                }
+                // Stop mid-epoch at the step limit; at an epoch's last batch the epoch ends
+                // normally.
+                if self.cur.step >= plan.total && self.cur.batches_done < plan.steps_per_epoch {
+                    break 'epochs;
+                }
+            }
+            self.end_epoch(rt, plan)?;
+        }
+        self.finish(rt, plan)
+    }
+
+    /// One optimizer step on `batch` with this step's learning rate and sampling ratio.
+    fn step(&mut self, rt: &mut Runtime, batch: Batch, plan: &Plan) -> Result<StepReport> {
+        let cfg = self.cfg;
+        let (rank, world) = (rt.rank(), rt.world());
+        let lr = self.sched.lr_at(&cfg.optim, self.cur.step, plan.total);
+        let ss_ratio = self
+            .sched
+            .ss_ratio_at(&cfg.optim, self.cur.step, plan.total);
+        let clips = batch.clips;
+        let mut rng = MaskRng::new(mask_seed(cfg.train.seed, self.cur.step, rank));
+        let mask = scheduled_sampling_mask(
+            &mut rng,
+            clips.size()[0] as usize,
+            cfg.data.future_frames,
+            ss_ratio,
+        );
+        let stop = rt.preempt_requested();
+        let flat = &mut self.flat;
+        let outcome = match &self.task {
+            Task::Predict(net) => train_step(net, flat, cfg, rt, &clips, mask, lr, stop, None)?,
+            Task::Activity(a, labels) => {
+                // Autoregressive after the observed frames: no scheduled sampling, so the
+                // model never sees frames beyond the input ratio.
+                let y = activity::batch_labels(&labels.train, &batch.indices)?;
+                step_with_loss(flat, cfg, rt, || a.loss(&clips, &y), lr, stop, None)?
+            }
+        };
+        let samples = (cfg.data.batch_size / world * world) as u64;
+        self.cur.step += 1;
+        self.cur.batches_done += 1;
+        self.cur.samples_seen += samples;
+        self.last_loss = outcome.loss;
+        self.window.samples += samples;
+        self.window.loss_sum += outcome.loss;
+        self.window.steps += 1;
+        Ok(StepReport {
+            outcome,
+            lr,
+            ss_ratio,
+        })
+    }
+
+    /// Every `train.log_every` steps (and at the last): the progress line, the `train` record
+    /// and the heartbeat carrying the progress to the launcher.
+    fn progress(&mut self, rt: &mut Runtime, r: &StepReport, total: u64) {
+        let step = self.cur.step;
+        if !step.is_multiple_of(self.cfg.train.log_every) && step != total {
+            return;
+        }
+        let (sps, loss) = self.window.take();
+        let epoch = self.cur.epoch;
+        if rt.rank() == 0 {
+            tracing::info!(
+                step,
+                epoch,
+                loss = format!("{loss:.5}"),
+                lr = format!("{:.3e}", r.lr),
+                ss_ratio = format!("{:.3}", r.ss_ratio),
+                samples_per_s = format!("{sps:.1}"),
+                "train {step}/{total}"
+            );
+        }
+        self.log
+            .write(json!({"kind": "train", "step": step, "epoch": epoch,
+            "loss": loss, "lr": r.lr, "ss_ratio": r.ss_ratio, "samples_per_s": sps}));
+        let progress = convtt_core::protocol::Progress {
+            step,
+            total_steps: total,
+            epoch: epoch as u32,
+            loss: loss as f32,
+            samples_per_sec: sps as f32,
+        };
+        if let Err(e) = rt.coll.heartbeat(&progress) {
+            tracing::warn!("heartbeat: {e}");
+        }
+    }
+
+    /// Every `train.param_check_every` steps in a world of several: parameters still agree.
+    fn check_parameters(&self, rt: &mut Runtime) -> Result<()> {
+        let every = self.cfg.train.param_check_every;
+        if every == 0 || !self.cur.step.is_multiple_of(every) || rt.world() < 2 {
+            return Ok(());
+        }
+        let drift = parameter_drift(rt.coll.as_mut(), &self.flat.params)?;
+        if drift > 1e-5 {
+            return Err(Error::Peer(format!(
+                "rank {}: parameters differ from the other ranks' mean by {drift:.2e} \
+                 (relative) at step {}",
+                rt.rank(),
+                self.cur.step
+            )));
+        }
+        Ok(())
+    }
+
+    /// Validates on `loader`, logs the line and writes the `valid` record.
+    fn validate(&mut self, rt: &mut Runtime, loader: &Loader) -> Result<Validation> {
+        let cfg = self.cfg;
+        let (input, future) = (cfg.data.input_frames, cfg.data.future_frames);
+        let v = match &self.task {
+            Task::Predict(net) => validate(net, loader, rt.coll.as_mut(), input, future)?,
+            Task::Activity(a, labels) => {
+                let (loss, frames, scores) =
+                    activity::validate(a, cfg, loader, &labels.valid, rt.coll.as_mut())?;
+                Validation {
+                    loss,
+                    frames,
+                    baselines: None,
+                    activity: Some(scores),
+                }
+            }
+        };
+        if rt.rank() == 0 {
+            let f = &v.frames;
+            tracing::info!(
+                step = self.cur.step,
+                loss = format!("{:.5}", v.loss),
+                mse_x1e3 = format!("{:.3}", mean(&f.mse) * 1e3),
+                psnr = format!("{:.2}", mean(&f.psnr)),
+                ssim = format!("{:.4}", mean(&f.ssim_paper)),
+                "valid"
+            );
+            if let Some(a) = &v.activity {
+                tracing::info!(
+                    step = self.cur.step,
+                    accuracy = format!("{:.4}", a.accuracy),
+                    cross_entropy = format!("{:.4}", a.cross_entropy),
+                    "valid activity"
+                );
+            }
+        }
+        self.log.write(v.record(self.cur.step, self.cur.epoch));
+        Ok(v)
+    }
+
+    /// Starts a checkpoint of the current state (committed at the next step boundary).
+    fn start_checkpoint(&mut self, rt: &Runtime, valid: Option<&Validation>) {
+        let (cfg, flat, sched, cur) = (self.cfg, &self.flat, &self.sched, &self.cur);
+        self.pending = Some(begin_save(cfg, rt, flat, sched, cur, valid));
+        self.last_saved = self.cur.step;
+    }
+
+    /// Commits the checkpoint in flight, if any.
+    fn commit_pending(&mut self, rt: &mut Runtime) -> Result<()> {
+        if let Some(p) = self.pending.take() {
+            finish_save(self.cfg, rt, p)?;
+        }
+        Ok(())
+    }
+
+    /// End of an epoch: validation (when `train.valid_every` is 0) and the schedules' epoch
+    /// update.
+    fn end_epoch(&mut self, rt: &mut Runtime, plan: &Plan) -> Result<()> {
+        let v = match &plan.valid {
+            Some(v) if self.cfg.train.valid_every == 0 => Some(self.validate(rt, v)?),
+            _ => None,
+        };
+        let loss = v.as_ref().map(|v| v.loss);
+        self.sched
+            .end_epoch(&self.cfg.optim, self.cur.epoch as usize, loss);
+        self.cur.epoch += 1;
+        self.cur.batches_done = 0;
+        Ok(())
+    }
+
+    /// The end of training: the pending checkpoint, a final validation, a final checkpoint
+    /// unless the last step was saved, and (rank 0) `summary.toml` and the plots.
+    fn finish(&mut self, rt: &mut Runtime, plan: &Plan) -> Result<()> {
+        self.commit_pending(rt)?;
+        let valid = match &plan.valid {
+            Some(v) => Some(self.validate(rt, v)?),
+            None => None,
+        };
+        if self.last_saved != self.cur.step {
+            self.start_checkpoint(rt, valid.as_ref());
+            self.commit_pending(rt)?;
+        }
+        if rt.rank() != 0 {
+            return Ok(());
+        }
+        RunSummary {
+            steps: self.cur.step,
+            epochs_completed: self.cur.epoch,
+            samples_seen: self.cur.samples_seen,
+            final_train_loss: self.last_loss,
+            valid: valid
+                .iter()
+                .flat_map(Validation::summary)
+                .map(|(m, x)| (m.key.to_owned(), x))
+                .collect(),
+        }
+        .write(&rt.run)?;
+        let run_dir = rt.run.path();
+        match &self.task {
+            Task::Predict(net) => crate::eval::plot::after_training(run_dir, self.cfg, net),
+            Task::Activity(..) => {
+                if let Err(e) = crate::eval::plot::write_plots(run_dir, self.cfg, None) {
+                    tracing::warn!("cannot draw the plots: {e}");
+                }
+            }
+        }
+        tracing::info!(
+            step = self.cur.step,
+            "training finished: {}",
+            run_dir.display()
+        );
+        Ok(())
+    }
+}

@@ -384,111 +384,115 @@ impl Hub {
         }
     }
 
+    /// One message of connection `conn`: a hello first, then the messages of its rank.
     fn message(&mut self, conn: u64, msg: WorkerMsg) {
-        let rank = match (self.conns.get(&conn).and_then(|c| c.1), &msg) {
-            (None, WorkerMsg::Hello { .. }) => None,
-            (None, _) => {
-                self.send_conn(
-                    conn,
-                    LauncherMsg::Failed {
-                        msg: "say hello first".into(),
-                    },
-                );
-                return;
-            }
-            (Some(r), _) => Some(r),
-        };
-        if let Some(r) = rank.and_then(|r| self.ranks.get_mut(&r)) {
-            r.last_seen = Instant::now();
+        let rank = self.conns.get(&conn).and_then(|c| c.1);
+        if let WorkerMsg::Hello {
+            version,
+            rank: r,
+            pid,
+            cpus,
+            device,
+        } = msg
+        {
+            return self.hello(conn, rank.is_some(), version, r, (pid, cpus, device));
         }
-        match (rank, msg) {
-            (
-                _,
-                WorkerMsg::Hello {
-                    version,
-                    rank: r,
-                    pid,
-                    cpus,
-                    device,
-                },
-            ) => {
-                let refuse = if version != PROTOCOL_VERSION {
-                    Some(format!(
-                        "rank {r}: agent protocol version {version}, launcher speaks {PROTOCOL_VERSION} \
-                         (worker and launcher binaries are from different builds)"
-                    ))
-                } else if rank.is_some() {
-                    Some(format!("rank {r}: second hello on one connection"))
-                } else {
-                    match self.ranks.get(&r) {
-                        None => Some(format!(
-                            "rank {r} is not a worker of this node in attempt {} (local ranks {:?})",
-                            self.spec.attempt, self.spec.local_ranks
-                        )),
-                        Some(st) if st.hello => Some(format!("rank {r} said hello twice")),
-                        Some(_) => None,
-                    }
-                };
-                if let Some(msg) = refuse {
-                    self.send_conn(conn, LauncherMsg::Failed { msg: msg.clone() });
-                    self.fail(msg);
-                    return;
-                }
-                if let Some(c) = self.conns.get_mut(&conn) {
-                    c.1 = Some(r);
-                }
-                let st = self.ranks.get_mut(&r).expect("checked above");
-                st.conn = Some(conn);
-                st.hello = true;
-                st.last_seen = Instant::now();
-                self.send_conn(
-                    conn,
-                    LauncherMsg::Welcome {
-                        attempt: self.spec.attempt,
-                        world_size: self.spec.world_size,
-                    },
-                );
-                if let Some(d) = self.preempt {
-                    self.send_conn(
-                        conn,
-                        LauncherMsg::Preempt {
-                            deadline_ms: d.as_millis() as u64,
-                        },
-                    );
-                }
-                let _ = self.events.send(AgentEvent::Hello {
-                    rank: r,
-                    pid,
-                    cpus,
-                    device,
-                });
-            }
-            (Some(r), WorkerMsg::Heartbeat(progress)) => {
+        let Some(r) = rank else {
+            let msg = "say hello first".into();
+            return self.send_conn(conn, LauncherMsg::Failed { msg });
+        };
+        if let Some(st) = self.ranks.get_mut(&r) {
+            st.last_seen = Instant::now();
+        }
+        match msg {
+            WorkerMsg::Hello { .. } => unreachable!("handled above"),
+            WorkerMsg::Heartbeat(progress) => {
                 let _ = self.events.send(AgentEvent::Progress { rank: r, progress });
             }
-            (Some(r), WorkerMsg::CheckpointCommitted { step, path }) => {
+            WorkerMsg::CheckpointCommitted { step, path } => {
                 tracing::info!(rank = r, step, "checkpoint committed: {path}");
                 let _ = self.events.send(AgentEvent::Checkpoint { step, path });
             }
-            (Some(r), WorkerMsg::Goodbye { code, reason }) => {
-                let _ = self.events.send(AgentEvent::Goodbye {
+            WorkerMsg::Goodbye { code, reason } => {
+                let event = AgentEvent::Goodbye {
                     rank: r,
                     code,
                     reason,
-                });
+                };
+                let _ = self.events.send(event);
             }
-            (Some(r), WorkerMsg::NcclId(id)) => self.nccl_published(r, id),
-            (Some(r), WorkerMsg::WantNcclId) => self.nccl_wanted(r),
-            (Some(r), WorkerMsg::AllReduce { seq, data }) => {
+            WorkerMsg::NcclId(id) => self.nccl_published(r, id),
+            WorkerMsg::WantNcclId => self.nccl_wanted(r),
+            WorkerMsg::AllReduce { seq, data } => {
                 self.contribute(r, seq, Kind::AllReduce, Vec::new(), data)
             }
-            (Some(r), WorkerMsg::Broadcast { seq, data }) => {
+            WorkerMsg::Broadcast { seq, data } => {
                 self.contribute(r, seq, Kind::Broadcast, data, Vec::new())
             }
-            (Some(r), WorkerMsg::Barrier { seq }) => {
+            WorkerMsg::Barrier { seq } => {
                 self.contribute(r, seq, Kind::Barrier, Vec::new(), Vec::new())
             }
-            (None, _) => unreachable!("non-hello messages need a rank"),
+        }
+    }
+
+    /// Rank `r` says hello on `conn` (which already greeted when `greeted`): refused (and the
+    /// attempt failed) when the protocol differs or the rank is not expected here, else
+    /// welcomed — and told to preempt at once if a preemption is under way.
+    fn hello(
+        &mut self,
+        conn: u64,
+        greeted: bool,
+        version: u32,
+        r: u32,
+        (pid, cpus, device): (u32, String, String),
+    ) {
+        if let Some(msg) = self.refusal(greeted, version, r) {
+            self.send_conn(conn, LauncherMsg::Failed { msg: msg.clone() });
+            return self.fail(msg);
+        }
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.1 = Some(r);
+        }
+        let st = self.ranks.get_mut(&r).expect("refusal checked the rank");
+        st.conn = Some(conn);
+        st.hello = true;
+        st.last_seen = Instant::now();
+        let welcome = LauncherMsg::Welcome {
+            attempt: self.spec.attempt,
+            world_size: self.spec.world_size,
+        };
+        self.send_conn(conn, welcome);
+        if let Some(d) = self.preempt {
+            let deadline_ms = d.as_millis() as u64;
+            self.send_conn(conn, LauncherMsg::Preempt { deadline_ms });
+        }
+        let hello = AgentEvent::Hello {
+            rank: r,
+            pid,
+            cpus,
+            device,
+        };
+        let _ = self.events.send(hello);
+    }
+
+    /// Why a hello of rank `r` must be refused, if it must.
+    fn refusal(&self, greeted: bool, version: u32, r: u32) -> Option<String> {
+        if version != PROTOCOL_VERSION {
+            return Some(format!(
+                "rank {r}: agent protocol version {version}, launcher speaks {PROTOCOL_VERSION} \
+                 (worker and launcher binaries are from different builds)"
+            ));
+        }
+        if greeted {
+            return Some(format!("rank {r}: second hello on one connection"));
+        }
+        match self.ranks.get(&r) {
+            None => Some(format!(
+                "rank {r} is not a worker of this node in attempt {} (local ranks {:?})",
+                self.spec.attempt, self.spec.local_ranks
+            )),
+            Some(st) if st.hello => Some(format!("rank {r} said hello twice")),
+            Some(_) => None,
         }
     }
 

@@ -6,9 +6,9 @@
 
 use std::path::Path;
 
-use crate::error::{Error, Result};
+use convtt_core::npy::Dtype;
 
-const MAGIC: &[u8] = b"\x93NUMPY";
+use crate::error::{Error, Result};
 
 /// An f32 array: shape and row-major values.
 #[derive(Debug, Clone, PartialEq)]
@@ -34,49 +34,24 @@ pub fn read(path: &Path) -> Result<NpyF32> {
 
 /// Parses the bytes of a `.npy` file (`path` names it in errors).
 pub fn parse(path: &Path, bytes: &[u8]) -> Result<NpyF32> {
-    if bytes.len() < 10 || &bytes[..6] != MAGIC {
-        return Err(bad(path, "not a .npy file (missing the \\x93NUMPY magic)"));
-    }
-    let (major, minor) = (bytes[6], bytes[7]);
-    let (header_len, start) = match major {
-        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
-        2 | 3 if bytes.len() >= 12 => (
-            u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
-            12,
-        ),
-        _ => {
-            return Err(bad(
-                path,
-                format!("unsupported .npy format version {major}.{minor}"),
-            ))
-        }
-    };
-    let end = start + header_len;
-    if bytes.len() < end {
-        return Err(bad(path, "truncated .npy header"));
-    }
-    let header = std::str::from_utf8(&bytes[start..end])
-        .map_err(|_| bad(path, "the .npy header is not text"))?;
-    let (descr, fortran, shape) = parse_header(header).map_err(|m| bad(path, m))?;
-    if descr != "<f4" {
+    let h = convtt_core::npy::parse_header(bytes).map_err(|m| bad(path, m))?;
+    if h.dtype != (Dtype::F32 { big: false }) {
         return Err(bad(
             path,
-            format!("dtype {descr:?} is not little-endian float32; save x.astype('<f4') instead"),
+            format!(
+                "dtype {:?} is not little-endian float32; save x.astype('<f4') instead",
+                h.descr
+            ),
         ));
     }
-    if fortran {
-        return Err(bad(
-            path,
-            "array is in Fortran order; save np.ascontiguousarray(x) instead",
-        ));
-    }
-    let count: usize = shape.iter().product();
-    let payload = &bytes[end..];
+    let count: usize = h.shape.iter().product();
+    let payload = &bytes[h.data_offset..];
     if payload.len() != count * 4 {
         return Err(bad(
             path,
             format!(
-                "shape {shape:?} needs {} bytes of data, the file has {}",
+                "shape {:?} needs {} bytes of data, the file has {}",
+                h.shape,
                 count * 4,
                 payload.len()
             ),
@@ -86,77 +61,10 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<NpyF32> {
         .chunks_exact(4)
         .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
         .collect();
-    Ok(NpyF32 { shape, data })
-}
-
-/// Parses `{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }`.
-fn parse_header(h: &str) -> std::result::Result<(String, bool, Vec<usize>), String> {
-    let body = h
-        .trim()
-        .strip_prefix('{')
-        .and_then(|s| s.strip_suffix('}'))
-        .ok_or_else(|| format!("malformed .npy header {h:?}"))?;
-    let (mut descr, mut fortran, mut shape) = (None, None, None);
-    let mut rest = body.trim();
-    while !rest.is_empty() {
-        let (key, after) = quoted(rest).ok_or_else(|| format!("malformed .npy header {h:?}"))?;
-        let after = after
-            .trim_start()
-            .strip_prefix(':')
-            .ok_or("missing ':' in .npy header")?;
-        let after = after.trim_start();
-        rest = match key.as_str() {
-            "descr" => {
-                let (v, r) = quoted(after).ok_or("malformed 'descr' in .npy header")?;
-                descr = Some(v);
-                r
-            }
-            "fortran_order" => {
-                if let Some(r) = after.strip_prefix("False") {
-                    fortran = Some(false);
-                    r
-                } else if let Some(r) = after.strip_prefix("True") {
-                    fortran = Some(true);
-                    r
-                } else {
-                    return Err("malformed 'fortran_order' in .npy header".into());
-                }
-            }
-            "shape" => {
-                let close = after.find(')').ok_or("malformed 'shape' in .npy header")?;
-                let inner = after
-                    .strip_prefix('(')
-                    .ok_or("malformed 'shape' in .npy header")?;
-                let dims = inner[..close - 1]
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .map(|s| {
-                        s.parse::<usize>()
-                            .map_err(|_| format!("bad dimension {s:?}"))
-                    })
-                    .collect::<std::result::Result<Vec<_>, _>>()?;
-                shape = Some(dims);
-                &after[close + 1..]
-            }
-            other => return Err(format!("unknown key {other:?} in .npy header")),
-        };
-        rest = rest.trim_start();
-        rest = rest.strip_prefix(',').unwrap_or(rest).trim_start();
-    }
-    match (descr, fortran, shape) {
-        (Some(d), Some(f), Some(s)) => Ok((d, f, s)),
-        _ => Err(format!(
-            ".npy header lacks descr, fortran_order or shape: {h:?}"
-        )),
-    }
-}
-
-/// A '…' or "…" string at the start of `s`, and the rest.
-fn quoted(s: &str) -> Option<(String, &str)> {
-    let q = s.chars().next().filter(|c| *c == '\'' || *c == '"')?;
-    let end = s[1..].find(q)? + 1;
-    Some((s[1..end].to_owned(), &s[end + 1..]))
+    Ok(NpyF32 {
+        shape: h.shape,
+        data,
+    })
 }
 
 /// The bytes of a version 1.0 `.npy` file for `array` (header padded to 64 bytes, as NumPy
@@ -180,7 +88,7 @@ mod tests {
     }
 
     fn with_header(version: u8, header: &str, payload: &[u8]) -> Vec<u8> {
-        let mut out = MAGIC.to_vec();
+        let mut out = b"\x93NUMPY".to_vec();
         out.extend_from_slice(&[version, 0]);
         if version == 1 {
             out.extend_from_slice(&(header.len() as u16).to_le_bytes());

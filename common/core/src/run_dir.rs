@@ -75,6 +75,13 @@ impl RunDir {
         self.0.join(format!("eval-{split}.json"))
     }
 
+    /// The run that holds checkpoint directory `dir` (`<run>/checkpoints/<step>`), if it is one.
+    pub fn of_checkpoint(dir: &Path) -> Option<RunDir> {
+        let parent = dir.parent()?;
+        let run = RunDir::new(parent.parent()?);
+        (run.checkpoints() == parent).then_some(run)
+    }
+
     /// Whether training finished here (its summary exists).
     pub fn finished(&self) -> bool {
         self.summary().is_file()
@@ -144,6 +151,9 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let run = RunDir::new(&dir);
         assert_eq!(RunSummary::read(&run).unwrap(), None);
+        let ck = run.checkpoints().join("step-00000012");
+        assert_eq!(RunDir::of_checkpoint(&ck), Some(run.clone()));
+        assert_eq!(RunDir::of_checkpoint(&dir.join("elsewhere/step-1")), None);
         assert!(!run.finished());
         let s = RunSummary {
             steps: 12,

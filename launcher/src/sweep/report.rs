@@ -443,7 +443,7 @@ mod tests {
             // Accuracy rises with PSNR here: ranked by accuracy, trial 0 must come first.
             let accuracy = psnr / 20.0;
             std::fs::write(
-                run.join("summary.toml"),
+                RunDir::new(&run).summary(),
                 format!("steps = 3\nepochs_completed = 1\nsamples_seen = 12\nfinal_train_loss = 0.1\n[valid]\nloss = {loss}\nmse = 0.1\nmae = 0.2\npsnr = {psnr}\nssim = 0.5\naccuracy = {accuracy}\n"),
             )
             .unwrap();

@@ -55,7 +55,7 @@ pub(crate) fn find_checkpoint(
     which: &Resume,
     action: &str,
 ) -> Result<(PathBuf, Manifest)> {
-    let root = run_dir.join("checkpoints");
+    let root = convtt_core::RunDir::new(run_dir).checkpoints();
     let (dir, manifest) = match which {
         Resume::No => {
             return Err(Error::Usage(
@@ -110,9 +110,7 @@ pub fn load_model(
 fn implied_run_dir(args: &CheckpointArgs) -> Option<PathBuf> {
     args.run_dir.clone().or_else(|| match &args.checkpoint {
         Resume::Path(p) => {
-            let parent = p.parent()?;
-            (parent.file_name()? == "checkpoints")
-                .then(|| parent.parent().map(Path::to_path_buf))?
+            convtt_core::RunDir::of_checkpoint(p).map(|r| r.path().to_path_buf())
         }
         _ => None,
     })

@@ -180,9 +180,10 @@ pub fn write_plots(
     cfg: &ValidConfig,
     net: Option<&Network>,
 ) -> Result<Vec<PathBuf>> {
-    let dir = run_dir.join("plots");
+    let run = convtt_core::RunDir::new(run_dir);
+    let dir = run.plots();
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-    let metrics = run_dir.join("metrics.jsonl");
+    let metrics = run.metrics();
     let text = match std::fs::read_to_string(&metrics) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
@@ -227,7 +228,8 @@ pub fn after_training(run_dir: &Path, cfg: &ValidConfig, net: &Network) {
 /// `convtt-worker plot --run-dir R`: uses `R/config.toml` and the newest valid checkpoint (the
 /// prediction strip is skipped, with a warning, when there is none).
 pub fn run(run_dir: &Path) -> Result<()> {
-    let cfg = convtt_common::config::load(&run_dir.join("config.toml"), &[] as &[String])?;
+    let config = convtt_core::RunDir::new(run_dir).config();
+    let cfg = convtt_common::config::load(&config, &[] as &[String])?;
     let loaded = match super::load_model(&cfg, run_dir, &Resume::Auto, tch::Device::Cpu, "plot") {
         Ok(l) => Some(l),
         Err(e) => {

@@ -40,112 +40,7 @@ impl std::str::FromStr for Layout {
     }
 }
 
-/// Element type of the array.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Dtype {
-    /// u8.
-    U8,
-    /// f32 (`big` = big-endian).
-    F32 {
-        /// Big-endian.
-        big: bool,
-    },
-    /// f64.
-    F64 {
-        /// Big-endian.
-        big: bool,
-    },
-}
-
-impl Dtype {
-    fn size(self) -> usize {
-        match self {
-            Dtype::U8 => 1,
-            Dtype::F32 { .. } => 4,
-            Dtype::F64 { .. } => 8,
-        }
-    }
-}
-
-/// A parsed `.npy` header.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NpyHeader {
-    /// Element type.
-    pub dtype: Dtype,
-    /// Shape.
-    pub shape: Vec<usize>,
-    /// Offset of the data from the start of the `.npy` bytes.
-    pub data_offset: usize,
-}
-
-/// Parses the header at the start of `bytes` (at least the full header must be present).
-pub fn parse_header(bytes: &[u8]) -> std::result::Result<NpyHeader, String> {
-    if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
-        return Err("not a .npy file (no \\x93NUMPY magic)".into());
-    }
-    let (len, start) = match bytes[6] {
-        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
-        2 | 3 if bytes.len() >= 12 => (
-            u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize,
-            12,
-        ),
-        v => return Err(format!("unsupported .npy format version {v}")),
-    };
-    let text = bytes
-        .get(start..start + len)
-        .ok_or("truncated .npy header")?;
-    let text = std::str::from_utf8(text).map_err(|_| "the .npy header is not text")?;
-    let descr = dict_value(text, "descr").ok_or("the .npy header has no 'descr'")?;
-    let descr = quoted(descr).ok_or("the .npy header's 'descr' is not a string")?;
-    let dtype = match descr {
-        "|u1" | "<u1" | ">u1" | "u1" | "|b1" => Dtype::U8,
-        "<f4" | "f4" => Dtype::F32 { big: false },
-        ">f4" => Dtype::F32 { big: true },
-        "<f8" | "f8" => Dtype::F64 { big: false },
-        ">f8" => Dtype::F64 { big: true },
-        d => return Err(format!("unsupported element type {d:?} (u8, f32 or f64)")),
-    };
-    let fortran =
-        dict_value(text, "fortran_order").ok_or("the .npy header has no 'fortran_order'")?;
-    if fortran.starts_with("True") {
-        return Err(
-            "Fortran-order arrays are not supported (save with np.ascontiguousarray)".into(),
-        );
-    }
-    let shape = dict_value(text, "shape").ok_or("the .npy header has no 'shape'")?;
-    let inner = shape
-        .strip_prefix('(')
-        .and_then(|s| s.split_once(')'))
-        .map(|(s, _)| s)
-        .ok_or_else(|| format!("cannot read shape {shape:?}"))?;
-    let shape = inner
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|s| s.trim_end_matches('L').parse::<usize>())
-        .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(|_| format!("cannot read shape ({inner})"))?;
-    Ok(NpyHeader {
-        dtype,
-        shape,
-        data_offset: start + len,
-    })
-}
-
-/// The content of the string literal at the start of `text`.
-fn quoted(text: &str) -> Option<&str> {
-    let q = text.chars().next().filter(|&c| c == '\'' || c == '"')?;
-    text[1..].split_once(q).map(|(s, _)| s)
-}
-
-/// The text after `'key':` in a Python dict literal (up to the end of the literal).
-fn dict_value<'a>(text: &'a str, key: &str) -> Option<&'a str> {
-    let at = text
-        .find(&format!("'{key}'"))
-        .or_else(|| text.find(&format!("\"{key}\"")))?;
-    let rest = &text[at + key.len() + 2..];
-    Some(rest.trim_start().strip_prefix(':')?.trim_start())
-}
+pub use convtt_core::npy::{parse_header, Dtype, NpyHeader};
 
 /// Where the array's bytes are.
 #[derive(Debug)]
@@ -410,29 +305,6 @@ pub use convtt_core::npy::to_bytes as write_npy;
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_numpy_headers() {
-        // What numpy 1.x writes for mnist_test_seq.npy.
-        let h = parse_header(&write_npy("|u1", &[20, 10000, 64, 64], &[])).unwrap();
-        assert_eq!(h.dtype, Dtype::U8);
-        assert_eq!(h.shape, vec![20, 10000, 64, 64]);
-        assert_eq!(h.data_offset % 64, 0);
-        let h = parse_header(&write_npy("<f4", &[7], &[])).unwrap();
-        assert_eq!((h.dtype, h.shape), (Dtype::F32 { big: false }, vec![7]));
-        let e = parse_header(&write_npy("<i8", &[2, 3], &[])).unwrap_err();
-        assert!(e.contains("\"<i8\""), "{e}");
-        assert!(parse_header(&write_npy("|u1", &[2, 3], &[])[..20])
-            .unwrap_err()
-            .contains("truncated"));
-        let mut fortran = write_npy("|u1", &[2, 2], &[]);
-        let at = fortran.windows(5).position(|w| w == b"False").unwrap();
-        fortran[at..at + 5].copy_from_slice(b"True ");
-        assert!(parse_header(&fortran).unwrap_err().contains("Fortran"));
-        assert!(parse_header(b"PK\x03\x04 not npy")
-            .unwrap_err()
-            .contains("magic"));
-    }
 
     #[test]
     fn reads_clips_in_every_layout() {

@@ -1,5 +1,17 @@
 //! The convtt worker: one process per GPU (or per CPU group) that trains, evaluates and inspects
 //! models. `main.rs` is a thin shim over [`run`]; exit codes are documented in [`exit`].
+//!
+//! | module | holds |
+//! |---|---|
+//! | [`runtime`] | what every command runs in: the config beside device, rank, collectives, run directory |
+//! | [`train`] | the [`train::Trainer`] and its step, validation and checkpoint save/restore |
+//! | [`eval`] | `eval`, `predict`, `export`, `plot` |
+//! | [`data`] | HDF5 shards, the loader and sampler, Moving-MNIST, imports, the `convtt-data` tool |
+//! | [`dist`] | collectives: a world of one, the launcher's agent, NCCL |
+//! | [`checkpoint`] | checkpoint shards: write, commit, resolve, verify |
+//! | [`commands`] | `bench`, `forward`, `model-info` |
+//! | [`pictures`], [`npy`] | frame grids and PNGs; the f32 `.npy` reader |
+//! | [`doctor`], [`torch_runtime`] | what this machine offers; libtorch's location and CUDA backend |
 #![warn(missing_docs)]
 
 pub mod checkpoint;
@@ -11,6 +23,7 @@ pub mod doctor;
 mod error;
 pub mod eval;
 pub mod npy;
+pub mod pictures;
 pub mod runtime;
 pub(crate) mod sys;
 pub mod torch_runtime;

@@ -1,6 +1,21 @@
-//! convtt's libtorch-free core: configuration and its validation, on-disk format types, and
-//! logging setup. The launcher depends on this crate alone so it never links libtorch;
-//! `convtt-common` (the model, CTTD and metrics) re-exports it.
+//! convtt's libtorch-free core: everything the launcher, the sweep tool and the worker must
+//! agree on. The launcher depends on this crate alone so it never links libtorch;
+//! `convtt-common` (the model, CTTD and metrics) re-exports it. Map (docs/architecture.md has
+//! the whole system):
+//!
+//! | module | holds |
+//! |---|---|
+//! | [`config`] | the run configuration, its defaults and validation (`ValidConfig`), sweeps' `[sweep]` |
+//! | [`metric`] | every reported metric: key, unit, which direction is better |
+//! | [`run_dir`] | a run directory's files ([`RunDir`]) and `summary.toml` ([`RunSummary`]) |
+//! | [`checkpoint`] | checkpoint manifests, rank state files, the retention policy |
+//! | [`dataset`] | `dataset.toml`: splits, shards, labels |
+//! | [`env`] | the worker environment contract (`CONVTT_*` variables) |
+//! | [`protocol`] | the agent channel between a worker and its launcher (messages, codec, client) |
+//! | [`exit`] | exit codes |
+//! | [`sweep`] | sweep plans: trial ids, parameters and FLOPs |
+//! | [`summary`] | parameter, FLOP and activation-memory accounting of a model config |
+//! | [`npy`], [`fsutil`], [`plot`], [`telemetry`] | `.npy` codec, atomic writes and checksums, plot helpers, logging |
 //!
 //! Why a crate and not a cargo feature of `convtt-common`: cargo unifies features across a
 //! workspace build, so with a feature the launcher built by `cargo build` would link libtorch.

@@ -209,7 +209,10 @@ mod tests {
     fn headers_as_numpy_writes_them_and_their_mistakes() {
         // What NumPy 1.x writes for mnist_test_seq.npy, and this module's own writer.
         let h = parse_header(&to_bytes("|u1", &[20, 10000, 64, 64], &[])).unwrap();
-        assert_eq!((h.dtype, h.shape.clone()), (Dtype::U8, vec![20, 10000, 64, 64]));
+        assert_eq!(
+            (h.dtype, h.shape.clone()),
+            (Dtype::U8, vec![20, 10000, 64, 64])
+        );
         assert_eq!(h.data_offset % 64, 0);
         let h = parse_header(&f32_bytes(&[7], &[0.0; 7])).unwrap();
         assert_eq!((h.dtype, h.shape), (Dtype::F32 { big: false }, vec![7]));
@@ -221,18 +224,34 @@ mod tests {
         .unwrap();
         assert_eq!((h.dtype, h.shape), (Dtype::F64 { big: true }, vec![]));
         for (header, want) in [
-            ("{'descr': '<i8', 'fortran_order': False, 'shape': (2,), }", "\"<i8\""),
-            ("{'descr': '<f4', 'fortran_order': True, 'shape': (2,), }", "Fortran"),
+            (
+                "{'descr': '<i8', 'fortran_order': False, 'shape': (2,), }",
+                "\"<i8\"",
+            ),
+            (
+                "{'descr': '<f4', 'fortran_order': True, 'shape': (2,), }",
+                "Fortran",
+            ),
             ("{'descr': '<f4', 'shape': (2,), }", "lacks"),
-            ("{'descr': '<f4', 'fortran_order': False, 'shape': (2,), 'x': 1}", "unknown key"),
-            ("{'descr': '<f4', 'fortran_order': False, 'shape': (a,), }", "bad dimension"),
+            (
+                "{'descr': '<f4', 'fortran_order': False, 'shape': (2,), 'x': 1}",
+                "unknown key",
+            ),
+            (
+                "{'descr': '<f4', 'fortran_order': False, 'shape': (a,), }",
+                "bad dimension",
+            ),
             ("not a dict", "malformed"),
         ] {
             let e = parse_header(&with_header(1, header)).unwrap_err();
             assert!(e.contains(want), "{header}: {e}");
         }
         let whole = to_bytes("|u1", &[2, 3], &[]);
-        assert!(parse_header(&whole[..20]).unwrap_err().contains("truncated"));
-        assert!(parse_header(b"PK\x03\x04 not npy").unwrap_err().contains("magic"));
+        assert!(parse_header(&whole[..20])
+            .unwrap_err()
+            .contains("truncated"));
+        assert!(parse_header(b"PK\x03\x04 not npy")
+            .unwrap_err()
+            .contains("magic"));
     }
 }

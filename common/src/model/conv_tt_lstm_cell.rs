@@ -44,7 +44,9 @@ pub struct ConvTtLstmCellConfig {
     /// Advance the ring pointer modulo N (`eval_paper/`) instead of M.
     pub legacy_pointer_mod_order: bool,
     /// Kernel size of the tensor-train part (cores, preprocessing, the T channels of the gate
-    /// convolution); 0: `kernel`. 1 is the "standard TTD" ablation.
+    /// convolution), odd and at most `kernel`; `kernel` for the paper's model, 1 for the
+    /// "standard TTD" ablation (resolved from `model.tt_filter_size` by
+    /// [`ModelConfig::tt_kernel`](crate::config::ModelConfig::tt_kernel)).
     pub tt_kernel: i64,
 }
 
@@ -59,7 +61,7 @@ impl Default for ConvTtLstmCellConfig {
             kernel: 5,
             init: InitScheme::Pytorch,
             legacy_pointer_mod_order: false,
-            tt_kernel: 0,
+            tt_kernel: 5,
         }
     }
 }
@@ -68,15 +70,6 @@ impl ConvTtLstmCellConfig {
     /// Window length S = M − N + 1.
     pub fn window(&self) -> usize {
         self.steps + 1 - self.order
-    }
-
-    /// Kernel size of the tensor-train part (`tt_kernel`, 0 meaning `kernel`).
-    pub fn tt_kernel(&self) -> i64 {
-        if self.tt_kernel == 0 {
-            self.kernel
-        } else {
-            self.tt_kernel
-        }
     }
 }
 
@@ -107,7 +100,7 @@ impl ConvTtLstmCell {
         );
         let s = cfg.window() as i64;
         let n = cfg.order;
-        let tk = cfg.tt_kernel();
+        let tk = cfg.tt_kernel;
         assert!(
             tk % 2 == 1 && tk <= k,
             "tt_kernel odd and ≤ kernel (validated config)"
@@ -233,6 +226,7 @@ mod tests {
             steps,
             rank: 2,
             kernel: 3,
+            tt_kernel: 3,
             ..Default::default()
         }
     }
@@ -247,6 +241,7 @@ mod tests {
             steps: 5,
             rank: 3,
             kernel: 3,
+            tt_kernel: 3,
             ..Default::default()
         };
         let cell = ConvTtLstmCell::new(&vs.root(), &c);

@@ -107,6 +107,7 @@ fn tt_cell_golden(device: Device, kind: Kind) {
         steps: 5,
         rank: 3,
         kernel: 3,
+        tt_kernel: 3,
         ..Default::default()
     };
     let cell = ConvTtLstmCell::new(&vs.root(), &cfg);

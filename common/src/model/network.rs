@@ -56,7 +56,7 @@ impl Cell {
                     kernel: k,
                     init: cfg.init,
                     legacy_pointer_mod_order: cfg.legacy_pointer_mod_order,
-                    tt_kernel: cfg.tt_filter_size as i64,
+                    tt_kernel: cfg.tt_kernel() as i64,
                 },
             )),
             CellKind::Convlstm => Cell::Lstm(ConvLstmCell::new(

@@ -862,29 +862,9 @@ fn preview(a: PreviewArgs) -> Result<()> {
     let mut clip = vec![0u8; t * c * h * w];
     split.reader().read_clip(a.clip, &mut clip)?;
     let shown = if a.frames == 0 { t } else { a.frames.min(t) };
-    write_strip(&a.out, &clip, [shown, c, h, w])?;
+    crate::pictures::write_frames(&a.out, &clip, [shown, c, h, w])?;
     println!("wrote {} ({shown} frames of {}x{})", a.out.display(), h, w);
     Ok(())
-}
-
-/// Writes frames `[T, C, H, W]` (only the first `shape[0]` are used) side by side, with a
-/// 2-pixel gray gap, as an 8-bit gray (C = 1) or RGB (C = 3) PNG.
-pub fn write_strip(path: &Path, clip: &[u8], [t, c, h, w]: [usize; 4]) -> Result<()> {
-    const GAP: usize = 2;
-    let out_c = if c == 3 { 3 } else { 1 };
-    let width = t * w + (t - 1) * GAP;
-    let mut px = vec![128u8; width * h * out_c];
-    for f in 0..t {
-        for y in 0..h {
-            for x in 0..w {
-                for k in 0..out_c {
-                    px[(y * width + f * (w + GAP) + x) * out_c + k] =
-                        clip[((f * c + k) * h + y) * w + x];
-                }
-            }
-        }
-    }
-    write_png(path, &px, width, h, out_c)
 }
 
 /// Runs `convtt-data ARGS` in-process (tests).
@@ -895,26 +875,6 @@ pub(crate) fn run_args(args: &[&str]) -> Result<()> {
         DataCli::try_parse_from(std::iter::once("convtt-data").chain(args.iter().copied()))
             .expect("valid command line"),
     )
-}
-
-/// Writes 8-bit pixels as a PNG ([`convtt_core::plot::write_png`], shared with the plots).
-pub fn write_png(
-    path: &Path,
-    px: &[u8],
-    width: usize,
-    height: usize,
-    channels: usize,
-) -> Result<()> {
-    convtt_core::plot::write_png(path, px, width, height, channels).map_err(io_error)
-}
-
-/// A core error with the worker's I/O variant kept as such (a PNG that cannot be written is an
-/// I/O failure, not a data error).
-pub(crate) fn io_error(e: convtt_core::Error) -> Error {
-    match e {
-        convtt_core::Error::Io { path, err } => Error::Io { path, err },
-        e => e.into(),
-    }
 }
 
 fn bench(a: BenchArgs) -> Result<()> {

@@ -109,9 +109,7 @@ pub fn load_model(
 /// (`<run>/checkpoints/<step>`), else `None` (the launcher's, else `launch.run_dir`).
 fn implied_run_dir(args: &CheckpointArgs) -> Option<PathBuf> {
     args.run_dir.clone().or_else(|| match &args.checkpoint {
-        Resume::Path(p) => {
-            convtt_core::RunDir::of_checkpoint(p).map(|r| r.path().to_path_buf())
-        }
+        Resume::Path(p) => convtt_core::RunDir::of_checkpoint(p).map(|r| r.path().to_path_buf()),
         _ => None,
     })
 }

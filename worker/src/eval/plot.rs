@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 
 /// [`convtt_core::plot::render`] with the worker's error type.
 fn render(path: &Path, size: (u32, u32), draw: impl FnOnce(&mut [u8]) -> DrawResult) -> Result<()> {
-    convtt_core::plot::render(path, size, draw).map_err(crate::data::tool::io_error)
+    convtt_core::plot::render(path, size, draw).map_err(crate::pictures::io_error)
 }
 
 /// What `metrics.jsonl` holds for the plots.

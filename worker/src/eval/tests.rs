@@ -298,7 +298,7 @@ fn predict_writes_a_three_row_strip() {
     })
     .unwrap();
     // 6 columns (the longer of 4 inputs and 6 futures) and 3 rows of 32×32 with 2-pixel gaps.
-    let g = strip::GAP as u32;
+    let g = crate::pictures::GAP as u32;
     assert_eq!(
         png_info(&out),
         (6 * 32 + 5 * g, 3 * 32 + 2 * g, png::ColorType::Grayscale)
@@ -393,8 +393,8 @@ fn training_leaves_plots_and_plot_redraws_them() {
         (
             "prediction.png",
             (
-                4 * 32 + 3 * strip::GAP as u32,
-                3 * 32 + 2 * strip::GAP as u32,
+                4 * 32 + 3 * crate::pictures::GAP as u32,
+                3 * 32 + 2 * crate::pictures::GAP as u32,
             ),
         ),
     ];

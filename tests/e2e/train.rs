@@ -246,6 +246,59 @@ fn a_corrupt_newest_checkpoint_falls_back_to_the_previous_one() {
     );
 }
 
+/// A checkpoint written before the trainer state was typed (fixture made with commit 9a4047b:
+/// `[state]` assembled from string keys) still resumes; the same checkpoint without
+/// `adam_steps` is refused as a data error naming the field, where the old reader took 0.
+#[test]
+fn a_checkpoint_of_the_untyped_state_format_resumes_and_a_missing_field_is_named() {
+    let dir = TempDir::new("untyped");
+    let fixture = repo().join("tests/e2e/fixtures/checkpoint-untyped-state/checkpoints");
+    let copy = |run_dir: &std::path::Path| {
+        let step = run_dir.join("checkpoints/step-00000003");
+        std::fs::create_dir_all(&step).unwrap();
+        for f in [
+            "manifest.toml",
+            "rank-00000.toml",
+            "shard-00000-of-00001.h5",
+        ] {
+            std::fs::copy(fixture.join("step-00000003").join(f), step.join(f)).unwrap();
+        }
+        std::fs::copy(fixture.join("LATEST"), run_dir.join("checkpoints/LATEST")).unwrap();
+    };
+    // The fixture's model: tiny-cpu with these two overrides, trained 3 steps.
+    let mut ov = tiny_overrides(5);
+    ov.extend([
+        "model.block_widths=[2, 2, 2, 2]".into(),
+        "model.rank=2".into(),
+    ]);
+    ov.push("train.valid_every=0".into());
+    let run_dir = dir.path().join("run");
+    copy(&run_dir);
+    let out = run(&mut worker_alone(&run_dir, &ov));
+    let (_, stderr) = texts(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("resumed from") && stderr.contains("step-00000003"),
+        "{stderr}"
+    );
+    assert_eq!(latest_step(&run_dir), Some(5));
+
+    let broken = dir.path().join("broken");
+    copy(&broken);
+    let manifest = broken.join("checkpoints/step-00000003/manifest.toml");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    assert!(text.contains("\nadam_steps = 3\n"), "{text}");
+    std::fs::write(&manifest, text.replace("\nadam_steps = 3\n", "\n")).unwrap();
+    let out = run(&mut worker_alone(&broken, &ov));
+    let (_, stderr) = texts(&out);
+    assert_eq!(out.status.code(), Some(5), "{stderr}");
+    assert!(
+        stderr.contains("adam_steps") && stderr.contains("manifest.toml"),
+        "{stderr}"
+    );
+    assert_eq!(latest_step(&broken), Some(3), "nothing was written");
+}
+
 /// `mpirun -n 2 convtt-launch --cpu-workers 2`: two "nodes" of two workers on this machine.
 fn mpirun_launch(run_dir: &std::path::Path, overrides: &[String]) -> Command {
     let mut cmd = Command::new("mpirun");

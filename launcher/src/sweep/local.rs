@@ -15,7 +15,7 @@
 use tokio::task::JoinSet;
 
 use super::task::{run_child, ChildCmd, Forwarder, State, TrialStatus};
-use super::{report, write_plan, Planned, SweepDir};
+use super::{report, write_plan, Manifest, Planned, SweepDir};
 use crate::error::{Error, Result};
 use crate::topology::{own_cpu_mask, visible_gpus, CpuSet, SysPaths, Topology};
 
@@ -108,6 +108,38 @@ pub fn run_local(dir: &SweepDir, planned: &Planned, opts: &LocalOptions) -> Resu
     write_plan(dir, planned)?;
     let m = &planned.manifest;
     let slots = slots(planned, opts.parallel.max(1))?;
+    let (queue, done, exhausted) = queue_trials(dir, m, opts)?;
+    tracing::info!(
+        "sweep {}: {} trials, {done} finished, {} failed without retries left, {} to run on {} \
+         slot(s): {}",
+        dir.0.display(),
+        m.trials.len(),
+        exhausted.len(),
+        queue.len(),
+        slots.len(),
+        slots
+            .iter()
+            .map(Slot::to_string)
+            .collect::<Vec<_>>()
+            .join("; ")
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Internal(format!("cannot start the tokio runtime: {e}")))?;
+    let ran = rt.block_on(run_queue(dir, m, &slots, queue, opts))?;
+    let files = report::write_report(dir, m, &m.metric)?;
+    eprintln!("{}", files.describe());
+    verdict(dir, m, ran)
+}
+
+/// The trials to run (failed ones again with `--retry-failed`, their attempts reset), the
+/// number already finished, and the failed ones without retries left.
+fn queue_trials(
+    dir: &SweepDir,
+    m: &Manifest,
+    opts: &LocalOptions,
+) -> Result<(Vec<usize>, usize, Vec<usize>)> {
     let mut queue = Vec::new();
     let (mut done, mut exhausted) = (0, Vec::new());
     for t in &m.trials {
@@ -125,98 +157,106 @@ pub fn run_local(dir: &SweepDir, planned: &Planned, opts: &LocalOptions) -> Resu
             _ => queue.push(t.index),
         }
     }
-    tracing::info!(
-        "sweep {}: {} trials, {done} finished, {} failed without retries left, {} to run on {} \
-         slot(s): {}",
-        dir.0.display(),
-        m.trials.len(),
-        exhausted.len(),
-        queue.len(),
-        slots.len(),
-        slots
-            .iter()
-            .map(Slot::to_string)
-            .collect::<Vec<_>>()
-            .join("; ")
-    );
+    Ok((queue, done, exhausted))
+}
+
+/// Runs `queue` on `slots`, one `sweep task` child per trial and slot, until the queue is empty
+/// or a signal stops new starts; returns how many trials ran.
+async fn run_queue(
+    dir: &SweepDir,
+    m: &Manifest,
+    slots: &[Slot],
+    queue: Vec<usize>,
+    opts: &LocalOptions,
+) -> Result<usize> {
     let program = std::env::current_exe().map_err(|e| Error::io("/proc/self/exe", e))?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::Usage(format!("cannot start the tokio runtime: {e}")))?;
-    let outcomes: Vec<(usize, i32)> = rt.block_on(async {
-        let fwd = Forwarder::install()?;
-        let mut free: Vec<usize> = (0..slots.len()).rev().collect();
-        let mut pending = queue.into_iter();
-        let mut running = JoinSet::new();
-        let mut out = Vec::new();
-        loop {
-            while !fwd.signalled() && !free.is_empty() {
-                let Some(index) = pending.next() else { break };
-                let slot = free.pop().expect("a free slot");
-                let t = &m.trials[index];
-                let run_dir = dir.trial(&t.id);
-                std::fs::create_dir_all(&run_dir).map_err(|e| Error::io(&run_dir, e))?;
-                let mut args = vec![
-                    "sweep".to_owned(),
-                    "task".into(),
-                    "--sweep-dir".into(),
-                    dir.0.display().to_string(),
-                    "--index".into(),
-                    index.to_string(),
-                ];
-                if let Some(w) = &opts.worker {
-                    args.extend(["--worker".into(), w.display().to_string()]);
-                }
-                let s = &slots[slot];
-                let mut env = Vec::new();
-                if let Some(g) = &s.cuda_visible {
-                    env.push(("CUDA_VISIBLE_DEVICES".to_owned(), g.clone()));
-                    env.push(("CUDA_DEVICE_ORDER".to_owned(), "PCI_BUS_ID".to_owned()));
-                }
-                let child = ChildCmd {
-                    program: program.clone(),
-                    args,
-                    env,
-                    cpus: s.cpus.clone(),
-                    log: Some(run_dir.join("task.log")),
-                    ..ChildCmd::default()
-                };
-                eprintln!(
-                    "sweep: trial {index} ({}) started on {s}: {}  [log {}]",
-                    t.id,
-                    t.overrides.join(" "),
-                    run_dir.join("task.log").display()
-                );
-                let fwd = fwd.clone();
-                running.spawn(async move {
-                    let start = std::time::Instant::now();
-                    let code = run_child(&child, &fwd).await;
-                    (index, slot, code, start.elapsed())
-                });
-            }
-            let Some(joined) = running.join_next().await else {
-                break;
-            };
-            let (index, slot, code, took) = joined.expect("a trial future does not panic");
-            free.push(slot);
-            let code = code?;
-            let id = &m.trials[index].id;
-            let what = match code {
-                0 => "finished".to_owned(),
-                4 => "preempted (resumes on the next run)".to_owned(),
-                c => format!("failed (exit code {c})"),
-            };
-            eprintln!(
-                "sweep: trial {index} ({id}) {what} after {:.1} s",
-                took.as_secs_f64()
-            );
-            out.push((index, code));
+    let fwd = Forwarder::install()?;
+    let mut free: Vec<usize> = (0..slots.len()).rev().collect();
+    let mut pending = queue.into_iter();
+    let mut running = JoinSet::new();
+    let mut ran = 0;
+    loop {
+        while !fwd.signalled() && !free.is_empty() {
+            let Some(index) = pending.next() else { break };
+            let slot = free.pop().expect("a free slot");
+            let child = trial_child(dir, m, index, &slots[slot], opts, &program)?;
+            let fwd = fwd.clone();
+            running.spawn(async move {
+                let start = std::time::Instant::now();
+                let code = run_child(&child, &fwd).await;
+                (index, slot, code, start.elapsed())
+            });
         }
-        Ok::<_, Error>(out)
-    })?;
-    let files = report::write_report(dir, m, &m.metric)?;
-    eprintln!("{}", files.describe());
+        let Some(joined) = running.join_next().await else {
+            break;
+        };
+        let (index, slot, code, took) =
+            joined.map_err(|e| Error::Internal(format!("the task running a trial: {e}")))?;
+        free.push(slot);
+        let code = code?;
+        let what = match code {
+            0 => "finished".to_owned(),
+            4 => "preempted (resumes on the next run)".to_owned(),
+            c => format!("failed (exit code {c})"),
+        };
+        eprintln!(
+            "sweep: trial {index} ({}) {what} after {:.1} s",
+            m.trials[index].id,
+            took.as_secs_f64()
+        );
+        ran += 1;
+    }
+    Ok(ran)
+}
+
+/// The `convtt-launch sweep task` child of trial `index` on slot `s` (its CPUs, its GPUs).
+fn trial_child(
+    dir: &SweepDir,
+    m: &Manifest,
+    index: usize,
+    s: &Slot,
+    opts: &LocalOptions,
+    program: &std::path::Path,
+) -> Result<ChildCmd> {
+    let t = &m.trials[index];
+    let run_dir = dir.trial(&t.id);
+    std::fs::create_dir_all(&run_dir).map_err(|e| Error::io(&run_dir, e))?;
+    let mut args = vec![
+        "sweep".to_owned(),
+        "task".into(),
+        "--sweep-dir".into(),
+        dir.0.display().to_string(),
+        "--index".into(),
+        index.to_string(),
+    ];
+    if let Some(w) = &opts.worker {
+        args.extend(["--worker".into(), w.display().to_string()]);
+    }
+    let mut env = Vec::new();
+    if let Some(g) = &s.cuda_visible {
+        env.push(("CUDA_VISIBLE_DEVICES".to_owned(), g.clone()));
+        env.push(("CUDA_DEVICE_ORDER".to_owned(), "PCI_BUS_ID".to_owned()));
+    }
+    let log = run_dir.join("task.log");
+    eprintln!(
+        "sweep: trial {index} ({}) started on {s}: {}  [log {}]",
+        t.id,
+        t.overrides.join(" "),
+        log.display()
+    );
+    Ok(ChildCmd {
+        program: program.to_owned(),
+        args,
+        env,
+        cpus: s.cpus.clone(),
+        log: Some(log),
+        ..ChildCmd::default()
+    })
+}
+
+/// `Ok` when every trial is done; a failure naming the failed ones, or a preemption when some
+/// are unfinished (run again to resume them).
+fn verdict(dir: &SweepDir, m: &Manifest, ran: usize) -> Result<()> {
     let (mut failed, mut unfinished) = (Vec::new(), 0);
     for t in &m.trials {
         let run_dir = dir.trial(&t.id);
@@ -227,7 +267,6 @@ pub fn run_local(dir: &SweepDir, planned: &Planned, opts: &LocalOptions) -> Resu
             _ => unfinished += 1,
         }
     }
-    let ran = outcomes.len();
     if !failed.is_empty() {
         return Err(Error::GaveUp {
             code: 1,

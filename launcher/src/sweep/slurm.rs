@@ -9,7 +9,7 @@ use convtt_core::exit;
 use convtt_core::fsutil::write_atomic;
 
 use super::task::{State, TrialStatus};
-use super::{write_plan, Planned, SweepDir};
+use super::{write_plan, Manifest, Planned, SweepDir};
 use crate::error::{Error, Result};
 
 /// The template shipped in `slurm/sweep.sbatch` (compiled in, so the binary works anywhere).
@@ -98,22 +98,7 @@ pub fn submit(dir: &SweepDir, planned: &Planned, opts: &SubmitOptions) -> Result
     let dir = SweepDir(absolute(&dir.0)?);
     write_plan(&dir, planned)?;
     let m = &planned.manifest;
-    let mut todo = Vec::new();
-    for t in &m.trials {
-        let run_dir = dir.trial(&t.id);
-        let mut st = TrialStatus::read(&run_dir);
-        match st.effective(&run_dir) {
-            State::Done => {}
-            State::Failed if !st.can_retry(m.max_retries) => {
-                if opts.retry_failed {
-                    st.attempts = 0;
-                    st.write(&run_dir)?;
-                    todo.push(t.index);
-                }
-            }
-            _ => todo.push(t.index),
-        }
-    }
+    let todo = unfinished(&dir, m, opts.retry_failed)?;
     if todo.is_empty() {
         println!(
             "all {} trials of {} are finished (or failed without retries left: \
@@ -123,7 +108,67 @@ pub fn submit(dir: &SweepDir, planned: &Planned, opts: &SubmitOptions) -> Result
         );
         return Ok(());
     }
-    let launch = &planned.base.launch;
+    let script = script(&dir, planned, opts, &todo)?;
+    let path = dir.0.join("sweep.sbatch");
+    write_atomic(&path, script.as_bytes())?;
+    let logs = dir.0.join("slurm");
+    std::fs::create_dir_all(&logs).map_err(|e| Error::io(&logs, e))?;
+    eprintln!(
+        "sweep: {} of {} trials to run as array {}; script {}",
+        todo.len(),
+        m.trials.len(),
+        array_ranges(&todo),
+        path.display()
+    );
+    if opts.dry_run {
+        println!("{}", path.display());
+        return Ok(());
+    }
+    let job = sbatch(&path, &opts.sbatch_args)?;
+    let record = dir.0.join("submissions.log");
+    let mut old = std::fs::read_to_string(&record).unwrap_or_default();
+    old.push_str(&format!("{job} {}\n", array_ranges(&todo)));
+    write_atomic(&record, old.as_bytes())?;
+    println!("{job}");
+    eprintln!(
+        "sweep: submitted array job {job}; `squeue -j {job}` to watch, `convtt-launch sweep \
+         report --sweep-dir {}` for results",
+        dir.0.display()
+    );
+    Ok(())
+}
+
+/// The indices of the trials still to run (failed ones without retries left too, their
+/// attempts reset, with `retry_failed`).
+fn unfinished(dir: &SweepDir, m: &Manifest, retry_failed: bool) -> Result<Vec<usize>> {
+    let mut todo = Vec::new();
+    for t in &m.trials {
+        let run_dir = dir.trial(&t.id);
+        let mut st = TrialStatus::read(&run_dir);
+        match st.effective(&run_dir) {
+            State::Done => {}
+            State::Failed if !st.can_retry(m.max_retries) => {
+                if retry_failed {
+                    st.attempts = 0;
+                    st.write(&run_dir)?;
+                    todo.push(t.index);
+                }
+            }
+            _ => todo.push(t.index),
+        }
+    }
+    Ok(todo)
+}
+
+/// The sbatch script of the array over `todo`: the template (`--template` or
+/// `slurm/sweep.sbatch`) with its variables filled in.
+fn script(
+    dir: &SweepDir,
+    planned: &Planned,
+    opts: &SubmitOptions,
+    todo: &[usize],
+) -> Result<String> {
+    let (m, launch) = (&planned.manifest, &planned.base.launch);
     let cpus = opts.cpus_per_task.unwrap_or(if launch.gpus > 0 {
         8 * launch.gpus
     } else {
@@ -145,46 +190,33 @@ pub fn submit(dir: &SweepDir, planned: &Planned, opts: &SubmitOptions) -> Result
         None => String::new(),
     };
     let cwd = std::env::current_dir().map_err(|e| Error::io(".", e))?;
+    let gpus_directive = if launch.gpus > 0 {
+        format!("#SBATCH --gpus-per-task={}", launch.gpus)
+    } else {
+        "# (CPU trials: no GPUs requested)".into()
+    };
     let vars = [
         ("job_name", format!("sweep-{}", launch.name)),
         (
             "array",
-            format!("{}%{}", array_ranges(&todo), m.array_parallel),
+            format!("{}%{}", array_ranges(todo), m.array_parallel),
         ),
         ("cpus_per_task", cpus.to_string()),
-        (
-            "gpus_directive",
-            if launch.gpus > 0 {
-                format!("#SBATCH --gpus-per-task={}", launch.gpus)
-            } else {
-                "# (CPU trials: no GPUs requested)".into()
-            },
-        ),
+        ("gpus_directive", gpus_directive),
         ("workdir", sh_quote(&cwd.display().to_string())),
         ("sweep_dir", sh_quote(&dir.0.display().to_string())),
         ("launch", sh_quote(&exe.display().to_string())),
         ("worker_arg", worker_arg),
     ];
-    let script = render(&template, &vars, &source)?;
-    let path = dir.0.join("sweep.sbatch");
-    write_atomic(&path, script.as_bytes())?;
-    let logs = dir.0.join("slurm");
-    std::fs::create_dir_all(&logs).map_err(|e| Error::io(&logs, e))?;
-    eprintln!(
-        "sweep: {} of {} trials to run as array {}; script {}",
-        todo.len(),
-        m.trials.len(),
-        array_ranges(&todo),
-        path.display()
-    );
-    if opts.dry_run {
-        println!("{}", path.display());
-        return Ok(());
-    }
+    render(&template, &vars, &source)
+}
+
+/// Submits `script` with `sbatch --parsable`; returns the job id.
+fn sbatch(script: &Path, extra: &[String]) -> Result<String> {
     let out = Command::new("sbatch")
         .arg("--parsable")
-        .args(&opts.sbatch_args)
-        .arg(&path)
+        .args(extra)
+        .arg(script)
         .output()
         .map_err(|e| Error::GaveUp {
             code: exit::UNAVAILABLE,
@@ -194,24 +226,12 @@ pub fn submit(dir: &SweepDir, planned: &Planned, opts: &SubmitOptions) -> Result
     if !out.status.success() {
         return Err(Error::GaveUp {
             code: 1,
-            reason: format!("sbatch {} failed ({})", path.display(), out.status),
+            reason: format!("sbatch {} failed ({})", script.display(), out.status),
             detail: format!(": {}", String::from_utf8_lossy(&out.stderr).trim()),
         });
     }
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let job = stdout.trim().split(';').next().unwrap_or("").to_owned();
-    let record = dir.0.join("submissions.log");
-    let line = format!("{job} {}\n", array_ranges(&todo));
-    let mut old = std::fs::read_to_string(&record).unwrap_or_default();
-    old.push_str(&line);
-    write_atomic(&record, old.as_bytes())?;
-    println!("{job}");
-    eprintln!(
-        "sweep: submitted array job {job}; `squeue -j {job}` to watch, `convtt-launch sweep \
-         report --sweep-dir {}` for results",
-        dir.0.display()
-    );
-    Ok(())
+    Ok(stdout.trim().split(';').next().unwrap_or("").to_owned())
 }
 
 #[cfg(test)]

@@ -21,7 +21,7 @@ use nix::sys::signal::kill;
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
-use super::{Manifest, SweepDir};
+use super::{Manifest, SweepDir, TrialEntry};
 use crate::error::{Error, Result};
 use crate::restart::{classify_exit, Exit, Verdict};
 use crate::sys::{self, PreExec};
@@ -265,6 +265,40 @@ pub fn cmd_task(dir: &SweepDir, index: usize, worker: Option<&Path>) -> Result<(
     }
 }
 
+/// The `convtt-launch` child that trains trial `t` in `run_dir` (resuming its newest
+/// checkpoint), with no MPI variables: a trial is one node.
+fn launcher_child(
+    dir: &SweepDir,
+    t: &TrialEntry,
+    run_dir: &Path,
+    worker: Option<&Path>,
+) -> Result<ChildCmd> {
+    let program = std::env::current_exe().map_err(|e| Error::io("/proc/self/exe", e))?;
+    let mut args = vec![
+        "--quiet-workers".to_owned(),
+        "--config".into(),
+        dir.base().display().to_string(),
+        "--run-dir".into(),
+        run_dir.display().to_string(),
+        "--resume".into(),
+        "auto".into(),
+    ];
+    for o in &t.overrides {
+        args.push("--set".into());
+        args.push(o.clone());
+    }
+    if let Some(w) = worker {
+        args.push("--worker".into());
+        args.push(w.display().to_string());
+    }
+    Ok(ChildCmd {
+        program,
+        args,
+        env_remove: mpi_env_names(),
+        ..ChildCmd::default()
+    })
+}
+
 /// Runs one trial with retries; returns the exit code the task ends with.
 pub async fn run_trial(
     dir: &SweepDir,
@@ -300,30 +334,7 @@ pub async fn run_trial(
         );
         return Ok(if code == exit::OK { 1 } else { code });
     }
-    let program = std::env::current_exe().map_err(|e| Error::io("/proc/self/exe", e))?;
-    let mut args = vec![
-        "--quiet-workers".to_owned(),
-        "--config".into(),
-        dir.base().display().to_string(),
-        "--run-dir".into(),
-        run_dir.display().to_string(),
-        "--resume".into(),
-        "auto".into(),
-    ];
-    for o in &t.overrides {
-        args.push("--set".into());
-        args.push(o.clone());
-    }
-    if let Some(w) = worker {
-        args.push("--worker".into());
-        args.push(w.display().to_string());
-    }
-    let child = ChildCmd {
-        program,
-        args,
-        env_remove: mpi_env_names(),
-        ..ChildCmd::default()
-    };
+    let child = launcher_child(dir, t, &run_dir, worker)?;
     let slurm_job = match (
         std::env::var("SLURM_ARRAY_JOB_ID"),
         std::env::var("SLURM_ARRAY_TASK_ID"),

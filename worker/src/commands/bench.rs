@@ -7,14 +7,16 @@
 
 use std::time::Instant;
 
+use convtt_common::config::ValidConfig;
 use convtt_common::model::{scheduled_sampling_mask, summarize, ComputeMode, MaskRng, Network};
 use serde::Serialize;
 use tch::{nn::VarStore, Device};
 
 use crate::cli::BenchArgs;
+use crate::data::Loader;
 use crate::data::{self, Placement};
 use crate::error::{Error, Result};
-use crate::runtime::Context;
+use crate::runtime::{Context, Runtime};
 use crate::train::{optim::FlatParams, train_step, StepTimes};
 
 /// The benchmark's findings (per timed step means).
@@ -123,47 +125,9 @@ pub fn measure(
     }
     let per_worker = cfg.data.batch_size / world;
     let mut device_mem = DeviceMemory::new(rt.device);
-    let mut times = StepTimes::default();
-    let mut data_wait = 0.0;
-    let mut done = 0usize;
-    let mut epoch = 0u64;
-    while done < warmup + steps {
-        let mut batches = loader.epoch(epoch);
-        loop {
-            if done >= warmup + steps {
-                break;
-            }
-            let waited = Instant::now();
-            let Some(batch) = batches.next() else { break };
-            let clips = batch?.clips;
-            let timed = done >= warmup;
-            if timed {
-                data_wait += waited.elapsed().as_secs_f64();
-            }
-            let mut rng = MaskRng::new(cfg.train.seed ^ done as u64);
-            let mask = scheduled_sampling_mask(
-                &mut rng,
-                per_worker,
-                cfg.data.future_frames,
-                cfg.optim.ss_ratio_start,
-            );
-            let slot = if timed { Some(&mut times) } else { None };
-            train_step(
-                &net,
-                &mut flat,
-                cfg,
-                rt,
-                &clips,
-                mask,
-                cfg.optim.learning_rate,
-                false,
-                slot,
-            )?;
-            device_mem.sample();
-            done += 1;
-        }
-        epoch += 1;
-    }
+    let (times, data_wait) = run_steps(cfg, rt, &net, &mut flat, &loader, (warmup, steps), || {
+        device_mem.sample()
+    })?;
     let n = steps as f64;
     let ms = |s: f64| s * 1e3 / n;
     let step_s =
@@ -200,6 +164,46 @@ pub fn measure(
         achieved_gflops: achieved,
         fraction_of_peak: peak_tflops.map(|p| achieved / (p * 1e3)),
     })
+}
+
+/// Runs `warmup` untimed then `steps` timed training steps over as many epochs as it takes,
+/// calling `after_step` after each; returns the timed phases and the timed data wait (s).
+fn run_steps(
+    cfg: &ValidConfig,
+    rt: &mut Runtime,
+    net: &Network,
+    flat: &mut FlatParams,
+    loader: &Loader,
+    (warmup, steps): (usize, usize),
+    mut after_step: impl FnMut(),
+) -> Result<(StepTimes, f64)> {
+    let per_worker = cfg.data.batch_size / rt.world();
+    let mut times = StepTimes::default();
+    let mut data_wait = 0.0;
+    let mut done = 0usize;
+    let mut epoch = 0u64;
+    while done < warmup + steps {
+        let mut batches = loader.epoch(epoch);
+        while done < warmup + steps {
+            let waited = Instant::now();
+            let Some(batch) = batches.next() else { break };
+            let clips = batch?.clips;
+            let timed = done >= warmup;
+            if timed {
+                data_wait += waited.elapsed().as_secs_f64();
+            }
+            let mut rng = MaskRng::new(cfg.train.seed ^ done as u64);
+            let ratio = cfg.optim.ss_ratio_start;
+            let mask = scheduled_sampling_mask(&mut rng, per_worker, cfg.data.future_frames, ratio);
+            let slot = if timed { Some(&mut times) } else { None };
+            let lr = cfg.optim.learning_rate;
+            train_step(net, flat, cfg, rt, &clips, mask, lr, false, slot)?;
+            after_step();
+            done += 1;
+        }
+        epoch += 1;
+    }
+    Ok((times, data_wait))
 }
 
 /// Peak device memory in use as the CUDA driver reports it (total − free on the device).

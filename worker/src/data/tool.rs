@@ -611,6 +611,105 @@ fn import_arrays(
     Ok(())
 }
 
+/// The frame folders an `import-frames` reads, scanned into clips: which clips of which
+/// folder go to which split, the label of every video (when labelled) and the provenance.
+#[derive(Default)]
+struct FrameImport {
+    scanned: Vec<FrameFolders>,
+    video_labels: Vec<Vec<i64>>,
+    /// (split, folder index, first clip, clips).
+    plan: Vec<(String, usize, usize, usize)>,
+    source: BTreeMap<String, String>,
+}
+
+impl FrameImport {
+    fn add(&mut self, mut f: FrameFolders, labels: Option<&Labels>) -> Result<usize> {
+        if let Some(l) = labels {
+            self.video_labels.push(l.apply(&mut f)?);
+        }
+        self.scanned.push(f);
+        Ok(self.scanned.len() - 1)
+    }
+
+    /// `--preset kth`: one root folder, split by person (KTH_SPLITS).
+    fn kth(root: &Path, clip_length: usize, labels: Option<&Labels>) -> Result<Self> {
+        let mut im = FrameImport::default();
+        for (name, persons, stride) in KTH_SPLITS {
+            let mut f = FrameFolders::scan(root, clip_length, stride)?;
+            f.retain_persons(root, &persons)?;
+            tracing::info!(
+                "{}: {name}: persons {}–{}: {} videos, {} clips",
+                root.display(),
+                persons.start(),
+                persons.end(),
+                f.videos.len(),
+                f.clips.len()
+            );
+            let n = f.clips.len();
+            let k = im.add(f, labels)?;
+            im.plan.push((name.to_owned(), k, 0, n));
+        }
+        im.source
+            .insert("input0".into(), root.display().to_string());
+        im.source.insert(
+            "protocol".into(),
+            "kth: persons 1-16 train (stride 20), 17-25 test (stride 50)".into(),
+        );
+        Ok(im)
+    }
+
+    /// Inputs `[SPLIT=]DIR`, split by `--splits` where no split is named.
+    fn inputs(
+        inputs: &[(Option<String>, PathBuf)],
+        splits: &SplitArgs,
+        (clip_length, stride): (usize, usize),
+        labels: Option<&Labels>,
+    ) -> Result<Self> {
+        let mut im = FrameImport::default();
+        for (s, p) in inputs {
+            let f = FrameFolders::scan(p, clip_length, stride)?;
+            tracing::info!(
+                "{}: {} videos, {} clips",
+                p.display(),
+                f.videos.len(),
+                f.clips.len()
+            );
+            let n = f.clips.len();
+            let k = im.add(f, labels)?;
+            for (name, first, n) in assign(s, splits, n)? {
+                im.plan.push((name, k, first, n));
+            }
+            im.source
+                .insert(format!("input{k}"), p.display().to_string());
+        }
+        Ok(im)
+    }
+}
+
+/// How frames become clip frames, for `dataset.toml`'s provenance.
+fn frames_description(
+    clip_length: usize,
+    stride: Option<usize>,
+    fit: Fit,
+    size: usize,
+    channels: usize,
+) -> String {
+    format!(
+        "clip_length {clip_length}, stride {}, {} to {size}x{size}, {}",
+        stride.map_or_else(|| "per split".to_owned(), |s| s.to_string()),
+        if fit == Fit::Crop {
+            "centre crop"
+        } else {
+            "stretch"
+        },
+        if channels == 1 {
+            "gray (mean of RGB)"
+        } else {
+            "RGB"
+        }
+    )
+}
+
 fn import_frames(a: ImportFramesArgs) -> Result<()> {
     let start = Instant::now();
     if a.size == 0 || a.clip_length == 0 || a.stride == Some(0) {
@@ -628,11 +727,7 @@ fn import_frames(a: ImportFramesArgs) -> Result<()> {
     let stride = a.stride.unwrap_or(clip_length);
     let inputs = parse_inputs(&a.inputs)?;
     let labels = Labels::load(&a.labels)?;
-    let mut plan = Vec::new();
-    let mut source = BTreeMap::new();
-    let mut scanned = Vec::new();
-    let mut video_labels = Vec::new();
-    if kth {
+    let mut im = if kth {
         let [(None, root)] = &inputs[..] else {
             return Err(Error::Usage(
                 "--preset kth takes one input folder (the one holding boxing/, walking/, …), \
@@ -640,47 +735,12 @@ fn import_frames(a: ImportFramesArgs) -> Result<()> {
                     .into(),
             ));
         };
-        for (name, persons, stride) in KTH_SPLITS {
-            let mut f = FrameFolders::scan(root, clip_length, stride)?;
-            f.retain_persons(root, &persons)?;
-            if let Some(l) = &labels {
-                video_labels.push(l.apply(&mut f)?);
-            }
-            tracing::info!(
-                "{}: {name}: persons {}–{}: {} videos, {} clips",
-                root.display(),
-                persons.start(),
-                persons.end(),
-                f.videos.len(),
-                f.clips.len()
-            );
-            plan.push((name.to_owned(), scanned.len(), 0, f.clips.len()));
-            scanned.push(f);
-        }
-        source.insert("input0".into(), root.display().to_string());
-        source.insert(
-            "protocol".into(),
-            "kth: persons 1-16 train (stride 20), 17-25 test (stride 50)".into(),
-        );
-    }
-    for (k, (s, p)) in inputs.iter().enumerate().filter(|_| !kth) {
-        let mut f = FrameFolders::scan(p, clip_length, stride)?;
-        if let Some(l) = &labels {
-            video_labels.push(l.apply(&mut f)?);
-        }
-        tracing::info!(
-            "{}: {} videos, {} clips",
-            p.display(),
-            f.videos.len(),
-            f.clips.len()
-        );
-        for (name, first, n) in assign(s, &a.splits, f.clips.len())? {
-            plan.push((name, k, first, n));
-        }
-        source.insert(format!("input{k}"), p.display().to_string());
-        scanned.push(f);
-    }
-    source.insert("importer".into(), "convtt-data import-frames".into());
+        FrameImport::kth(root, clip_length, labels.as_ref())?
+    } else {
+        FrameImport::inputs(&inputs, &a.splits, (clip_length, stride), labels.as_ref())?
+    };
+    im.source
+        .insert("importer".into(), "convtt-data import-frames".into());
     if labels.is_some() {
         let files: Vec<String> = a
             .labels
@@ -688,32 +748,10 @@ fn import_frames(a: ImportFramesArgs) -> Result<()> {
             .iter()
             .map(|p| p.display().to_string())
             .collect();
-        source.insert("labels".into(), files.join(", "));
+        im.source.insert("labels".into(), files.join(", "));
     }
-    source.insert(
-        "frames".into(),
-        format!(
-            "clip_length {}, stride {}, {} to {}x{}, {}",
-            clip_length,
-            if kth {
-                "per split".to_owned()
-            } else {
-                stride.to_string()
-            },
-            if fit == Fit::Crop {
-                "centre crop"
-            } else {
-                "stretch"
-            },
-            size,
-            size,
-            if channels == 1 {
-                "gray (mean of RGB)"
-            } else {
-                "RGB"
-            }
-        ),
-    );
+    let how = frames_description(clip_length, (!kth).then_some(stride), fit, size, channels);
+    im.source.insert("frames".into(), how);
     let spec = DatasetSpec {
         name: dataset_name(&a.out),
         kind: a.splits.kind.unwrap_or(if kth {
@@ -723,49 +761,61 @@ fn import_frames(a: ImportFramesArgs) -> Result<()> {
         }),
         clip_shape: [clip_length, channels, size, size],
         description: "imported from PNG frame folders".into(),
-        source,
+        source: std::mem::take(&mut im.source),
     };
-    let frame_len = channels * size * size;
     let mut w = DatasetWriter::create(&a.out.out, spec, a.out.shard_clips, a.out.force)?;
     if let Some(l) = &labels {
         w.set_classes(l.classes.clone(), l.groups.clone())?;
     }
-    for (name, k, first, n) in plan {
-        let f = &scanned[k];
-        // Decoded frames of the current video, so overlapping clips decode each frame once.
-        let mut cache: (usize, BTreeMap<usize, Vec<u8>>) = (usize::MAX, BTreeMap::new());
-        let fill = |i: usize, buf: &mut [u8]| {
-            let (v, s) = f.clips[first + i];
-            if cache.0 != v {
-                cache = (v, BTreeMap::new());
+    for (name, k, first, n) in std::mem::take(&mut im.plan) {
+        let f = &im.scanned[k];
+        let fill = clip_filler(f, first, channels, size, fit);
+        match labels {
+            Some(_) => {
+                let l: Vec<i64> = f.clips[first..first + n]
+                    .iter()
+                    .map(|&(v, _)| im.video_labels[k][v])
+                    .collect();
+                w.write_labelled_split(&name, &l, fill)?;
             }
-            for t in 0..f.clip_length {
-                let idx = s + t;
-                let frame = match cache.1.entry(idx) {
-                    std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
-                    std::collections::btree_map::Entry::Vacant(e) => {
-                        let img = frames::decode_png(&f.videos[v].1[idx])?;
-                        e.insert(frames::to_clip_frame(&img, channels, size, fit))
-                    }
-                };
-                buf[t * frame_len..(t + 1) * frame_len].copy_from_slice(frame);
-            }
-            cache.1.retain(|&j, _| j > s);
-            Ok(())
-        };
-        if labels.is_some() {
-            let l: Vec<i64> = f.clips[first..first + n]
-                .iter()
-                .map(|&(v, _)| video_labels[k][v])
-                .collect();
-            w.write_labelled_split(&name, &l, fill)?;
-        } else {
-            w.write_split(&name, n, fill)?;
+            None => w.write_split(&name, n, fill)?,
         }
     }
     let (m, bytes) = w.finish()?;
     summary(&a.out.out, &m, bytes, start);
     Ok(())
+}
+
+/// Fills clip `i` (from clip `first` of `f`) into a buffer `[T, C, H, W]`; the decoded frames of
+/// the current video are kept, so overlapping clips decode each frame once.
+fn clip_filler(
+    f: &FrameFolders,
+    first: usize,
+    channels: usize,
+    size: usize,
+    fit: Fit,
+) -> impl FnMut(usize, &mut [u8]) -> Result<()> + '_ {
+    let frame_len = channels * size * size;
+    let mut cache: (usize, BTreeMap<usize, Vec<u8>>) = (usize::MAX, BTreeMap::new());
+    move |i: usize, buf: &mut [u8]| {
+        let (v, s) = f.clips[first + i];
+        if cache.0 != v {
+            cache = (v, BTreeMap::new());
+        }
+        for t in 0..f.clip_length {
+            let idx = s + t;
+            let frame = match cache.1.entry(idx) {
+                std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::btree_map::Entry::Vacant(e) => {
+                    let img = frames::decode_png(&f.videos[v].1[idx])?;
+                    e.insert(frames::to_clip_frame(&img, channels, size, fit))
+                }
+            };
+            buf[t * frame_len..(t + 1) * frame_len].copy_from_slice(frame);
+        }
+        cache.1.retain(|&j, _| j > s);
+        Ok(())
+    }
 }
 
 fn inspect(dir: &Path) -> Result<()> {

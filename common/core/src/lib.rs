@@ -10,7 +10,7 @@
 //! | [`run_dir`] | a run directory's files ([`RunDir`]) and `summary.toml` ([`RunSummary`]) |
 //! | [`checkpoint`] | checkpoint manifests, rank state files, the retention policy |
 //! | [`dataset`] | `dataset.toml`: splits, shards, labels |
-//! | [`env`] | the worker environment contract (`CONVTT_*` variables) |
+//! | [`env`](mod@env) | the worker environment contract (`CONVTT_*` variables) |
 //! | [`protocol`] | the agent channel between a worker and its launcher (messages, codec, client) |
 //! | [`exit`] | exit codes |
 //! | [`sweep`] | sweep plans: trial ids, parameters and FLOPs |

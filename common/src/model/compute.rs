@@ -35,7 +35,7 @@ pub struct ComputeMode {
 
 /// The per-call flags of libtorch's `_convolution` that PyTorch reads from its global
 /// context (`torch.backends.cudnn.{benchmark, deterministic, allow_tf32}`). tch 0.24 can set
-/// only the benchmark flag globally, so [`conv2d_same`](super::conv) passes all three with
+/// only the benchmark flag globally, so the model's one convolution (`conv2d_same`) passes all three with
 /// every convolution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CudnnFlags {

@@ -20,7 +20,7 @@ pub struct Progress {
 pub enum WorkerMsg {
     /// First message on a connection.
     Hello {
-        /// [`PROTOCOL_VERSION`] of the worker.
+        /// [`PROTOCOL_VERSION`](super::PROTOCOL_VERSION) of the worker.
         version: u32,
         /// Global rank.
         rank: u32,

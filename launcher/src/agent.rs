@@ -87,23 +87,55 @@ pub struct AttemptSpec {
 }
 
 /// The socket, bound once per launcher and served once per attempt.
+///
+/// Only this launcher's workers may talk to it: the socket lives in a directory only the user
+/// can enter (made 0700 when the launcher creates it), is itself 0600, and every connection's
+/// peer credentials (`SO_PEERCRED`) must show this user and a process the launcher spawned (or
+/// one of their descendants) — anything else is dropped with a warning before it can say hello.
 #[derive(Debug)]
 pub struct AgentServer {
     listener: Arc<UnixListener>,
     path: PathBuf,
+    /// The private directory bind created (removed with the socket).
+    created_dir: Option<PathBuf>,
+    admitted: Admitted,
 }
 
+/// The processes allowed to connect: the workers this launcher spawned.
+type Admitted = Arc<std::sync::Mutex<BTreeSet<u32>>>;
+
 impl AgentServer {
-    /// Binds `path` (a stale socket file left by a dead launcher is replaced).
+    /// Binds `path` (a stale socket file left by a dead launcher is replaced). A missing parent
+    /// directory is created, mode 0700; the socket is made 0600.
     pub fn bind(path: &Path) -> Result<AgentServer> {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let created_dir = if dir.exists() {
+            None
+        } else {
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(dir)
+                .map_err(|e| Error::io(dir, e))?;
+            Some(dir.to_owned())
+        };
         if path.exists() {
             std::fs::remove_file(path).map_err(|e| Error::io(path, e))?;
         }
         let listener = UnixListener::bind(path).map_err(|e| Error::io(path, e))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| Error::io(path, e))?;
         Ok(AgentServer {
             listener: Arc::new(listener),
             path: path.to_owned(),
+            created_dir,
+            admitted: Admitted::default(),
         })
+    }
+
+    /// Lets process `pid` (a spawned worker) and its descendants connect.
+    pub fn admit(&self, pid: u32) {
+        self.admitted.lock().expect("admitted lock").insert(pid);
     }
 
     /// The socket path (`CONVTT_AGENT`).
@@ -120,7 +152,11 @@ impl AgentServer {
         let (events, rx) = mpsc::unbounded_channel();
         let (hub_tx, hub_rx) = mpsc::unbounded_channel();
         let mut tasks = JoinSet::new();
-        tasks.spawn(accept_loop(self.listener.clone(), hub_tx.clone()));
+        tasks.spawn(accept_loop(
+            self.listener.clone(),
+            self.admitted.clone(),
+            hub_tx.clone(),
+        ));
         let hub = Hub::new(spec, cluster, events, hub_tx.clone());
         tasks.spawn(hub.run(hub_rx));
         (
@@ -136,6 +172,9 @@ impl AgentServer {
 impl Drop for AgentServer {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
+        if let Some(d) = &self.created_dir {
+            let _ = std::fs::remove_dir(d);
+        }
     }
 }
 
@@ -151,6 +190,13 @@ impl Attempt {
     pub fn preempt(&self, deadline: Duration) {
         let _ = self.hub.send(HubIn::Preempt(deadline));
     }
+
+    /// The attempt is failing: every connected worker is told at once (`Failed` with `reason`),
+    /// so one waiting in a collective or barrier — or in NCCL, whose watchdog sees the flag —
+    /// stops and exits instead of sitting out the teardown's grace period.
+    pub fn abort(&self, reason: &str) {
+        let _ = self.hub.send(HubIn::Abort(reason.to_owned()));
+    }
 }
 
 enum HubIn {
@@ -158,6 +204,7 @@ enum HubIn {
     Msg(u64, WorkerMsg),
     Closed(u64, Option<String>),
     Preempt(Duration),
+    Abort(String),
     Remote(OpKey, ClusterResult<Remote>),
 }
 
@@ -167,10 +214,15 @@ enum Remote {
     Done,
 }
 
-async fn accept_loop(listener: Arc<UnixListener>, hub: mpsc::UnboundedSender<HubIn>) {
+async fn accept_loop(
+    listener: Arc<UnixListener>,
+    admitted: Admitted,
+    hub: mpsc::UnboundedSender<HubIn>,
+) {
     // Connection tasks live in this JoinSet: aborting the accept loop closes them all.
     let mut conns = JoinSet::new();
     let mut next = 0u64;
+    let uid = nix::unistd::geteuid().as_raw();
     loop {
         let stream = match listener.accept().await {
             Ok((s, _)) => s,
@@ -180,10 +232,57 @@ async fn accept_loop(listener: Arc<UnixListener>, hub: mpsc::UnboundedSender<Hub
                 continue;
             }
         };
+        let peer = stream.peer_cred().map(|c| (c.uid(), c.pid()));
+        let allowed = admitted.lock().expect("admitted lock").clone();
+        if let Err(why) = admissible(peer, uid, &allowed, parent_pid) {
+            tracing::warn!("agent socket: refused a connection: {why}");
+            drop(stream);
+            continue;
+        }
         next += 1;
         conns.spawn(connection(next, stream, hub.clone()));
         while conns.try_join_next().is_some() {}
     }
+}
+
+/// Whether a peer with credentials `peer` (uid, pid) may connect: this user's, and a process in
+/// `admitted` or a descendant of one (`parent` gives a pid's parent).
+fn admissible(
+    peer: std::io::Result<(u32, Option<i32>)>,
+    uid: u32,
+    admitted: &BTreeSet<u32>,
+    parent: impl Fn(u32) -> Option<u32>,
+) -> std::result::Result<(), String> {
+    let (peer_uid, pid) = peer.map_err(|e| format!("no peer credentials ({e})"))?;
+    let pid = pid
+        .and_then(|p| u32::try_from(p).ok())
+        .ok_or("the peer's pid is unknown")?;
+    if peer_uid != uid {
+        return Err(format!(
+            "pid {pid} runs as uid {peer_uid}, this launcher as {uid}"
+        ));
+    }
+    let mut p = pid;
+    for _ in 0..32 {
+        if admitted.contains(&p) {
+            return Ok(());
+        }
+        match parent(p) {
+            Some(q) if q > 1 && q != p => p = q,
+            _ => break,
+        }
+    }
+    Err(format!(
+        "pid {pid} is not a worker this launcher started (nor a child of one)"
+    ))
+}
+
+/// The parent of `pid` from `/proc/<pid>/stat`.
+fn parent_pid(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // pid (comm) state ppid …: comm may hold spaces and parentheses; the last ')' ends it.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(1)?.parse().ok()
 }
 
 async fn connection(id: u64, stream: UnixStream, hub: mpsc::UnboundedSender<HubIn>) {
@@ -368,6 +467,14 @@ impl Hub {
                     if let Some(e) = err {
                         self.fail(format!("rank {rank}: broken agent connection: {e}"));
                     }
+                }
+            }
+            HubIn::Abort(reason) => {
+                self.failed = true;
+                self.ops.clear();
+                let msg = LauncherMsg::Failed { msg: reason };
+                for r in self.ranks.keys().copied().collect::<Vec<_>>() {
+                    self.send_rank(r, msg.clone());
                 }
             }
             HubIn::Preempt(deadline) => {
@@ -842,6 +949,8 @@ mod tests {
         let path = socket(tag);
         let n = spec.local_ranks.len() as u32;
         let server = rt.block_on(async { AgentServer::bind(&path) }).unwrap();
+        // The clients here are threads of this test process.
+        server.admit(std::process::id());
         let (attempt, mut events) = rt.block_on(async { server.serve(spec, Cluster::Single) });
         let body = Arc::new(body);
         let handles: Vec<_> = (0..n)
@@ -988,6 +1097,8 @@ mod tests {
             .unwrap();
         let path = socket("pre");
         let server = rt.block_on(async { AgentServer::bind(&path) }).unwrap();
+        // The clients here are threads of this test process.
+        server.admit(std::process::id());
         let (attempt, _events) =
             rt.block_on(async { server.serve(spec(2, 60_000), Cluster::Single) });
         let mut cl =
@@ -1021,6 +1132,8 @@ mod tests {
             .unwrap();
         let path = socket("str");
         let server = rt.block_on(async { AgentServer::bind(&path) }).unwrap();
+        // The clients here are threads of this test process.
+        server.admit(std::process::id());
         let (_attempt, mut events) =
             rt.block_on(async { server.serve(spec(2, 60_000), Cluster::Single) });
         let e = AgentClient::connect(&path, 7, WorkerDevice::Cpu, "0", Duration::from_secs(5))
@@ -1036,5 +1149,53 @@ mod tests {
         assert!(e.to_string().contains("rank 1 said hello twice"), "{e}");
         let ev = rt.block_on(async { events.recv().await }).unwrap();
         assert!(matches!(ev, AgentEvent::Failure(_)), "{ev:?}");
+    }
+
+    /// A process the launcher did not start is dropped before it can say hello, however well
+    /// it speaks the protocol; the socket is 0600 in a 0700 directory made for it.
+    #[test]
+    fn processes_the_launcher_did_not_start_are_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let dir = std::env::temp_dir().join(format!("convtt-agent-priv-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("agent.sock");
+        let server = rt.block_on(async { AgentServer::bind(&path) }).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!((mode(&dir), mode(&path)), (0o700, 0o600));
+        let (_attempt, _events) =
+            rt.block_on(async { server.serve(spec(2, 60_000), Cluster::Single) });
+        // Nobody admitted: this test process is a stranger.
+        let e = AgentClient::connect(&path, 1, WorkerDevice::Cpu, "0", Duration::from_secs(5))
+            .unwrap_err();
+        assert!(!matches!(e, AgentError::Connect { .. }), "{e:?}");
+        drop(server);
+        assert!(!dir.exists(), "the private directory goes with the socket");
+    }
+
+    #[test]
+    fn admission_needs_this_user_and_a_spawned_process_or_its_descendant() {
+        let admitted: BTreeSet<u32> = [100].into_iter().collect();
+        // 300 → 200 → 100 (spawned) → 1.
+        let parent = |p: u32| match p {
+            300 => Some(200),
+            200 => Some(100),
+            100 | 999 => Some(1),
+            _ => None,
+        };
+        let ok = |uid, pid| admissible(Ok((uid, pid)), 1000, &admitted, parent);
+        assert!(ok(1000, Some(100)).is_ok());
+        assert!(ok(1000, Some(300)).is_ok(), "a descendant of a worker");
+        let e = ok(1000, Some(999)).unwrap_err();
+        assert!(e.contains("pid 999 is not a worker"), "{e}");
+        let e = ok(0, Some(100)).unwrap_err();
+        assert!(e.contains("uid 0"), "{e}");
+        assert!(ok(1000, None).is_err());
+        let no_cred = admissible(Err(std::io::Error::other("x")), 1000, &admitted, parent);
+        assert!(no_cred.unwrap_err().contains("no peer credentials"));
     }
 }

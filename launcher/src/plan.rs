@@ -283,18 +283,23 @@ impl Plan {
     }
 }
 
-/// The agent socket path for this launcher: unique per job step, node and process, so several
-/// runs (sweeps, `mpirun -n 2` on one machine) never collide, and short enough for `sun_path`.
+/// The agent socket path for this launcher: `agent.sock` in a private directory (0700, made by
+/// [`crate::agent::AgentServer::bind`]) under `$XDG_RUNTIME_DIR`, else `$TMPDIR`, else `/tmp`,
+/// named for the job step, node and process, so several runs (sweeps, `mpirun -n 2` on one
+/// machine) never collide; short enough for `sun_path`.
 pub fn socket_path(tag: &str, node_rank: u32) -> PathBuf {
-    let name = format!("convtt-{tag}-n{node_rank}-{}.sock", std::process::id());
-    let dir = std::env::var_os("TMPDIR")
+    let name = format!("convtt-{tag}-n{node_rank}-{}", std::process::id());
+    let base = ["XDG_RUNTIME_DIR", "TMPDIR"]
+        .iter()
+        .filter_map(std::env::var_os)
         .map(PathBuf::from)
+        .find(|d| d.is_dir())
         .unwrap_or_else(|| "/tmp".into());
-    let p = dir.join(&name);
+    let p = base.join(&name).join("agent.sock");
     if p.as_os_str().len() < 100 {
         p
     } else {
-        PathBuf::from("/tmp").join(name)
+        PathBuf::from("/tmp").join(name).join("agent.sock")
     }
 }
 

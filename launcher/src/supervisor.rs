@@ -237,6 +237,7 @@ impl<'a> Attempt<'a> {
         let mut workers = BTreeMap::new();
         for slot in &plan.slots {
             let mut child = Child::spawn(&plan.child_spec(slot, number), console.clone())?;
+            server.admit(child.pid().as_raw() as u32);
             tracing::debug!(rank = slot.rank, pid = child.pid().as_raw(), cpus = %slot.cpus, "spawned");
             let worker = Worker {
                 pid: child.pid(),
@@ -351,7 +352,7 @@ impl<'a> Attempt<'a> {
             Stop::Preempt => return Reaction::preempt(),
             Stop::Now => {
                 self.ended.preempted = true;
-                self.start_teardown();
+                self.start_teardown("the launcher was told to stop now");
             }
             Stop::Run => {}
         }
@@ -406,7 +407,7 @@ impl<'a> Attempt<'a> {
                 self.alive,
                 t.preempt_deadline.as_secs_f64()
             );
-            self.start_teardown();
+            self.start_teardown("the preempt deadline passed");
         }
     }
 
@@ -414,12 +415,14 @@ impl<'a> Attempt<'a> {
     /// down; a preemption starts the preempt protocol (once).
     fn react(&mut self, r: Reaction) {
         if let Some((cause, detail)) = r.fail {
+            let first = detail.lines().next().unwrap_or("").trim_start_matches(": ");
+            let reason = format!("attempt {} is failing: {first}", self.number);
             if self.ended.causes.is_empty() {
                 self.ended.detail = detail;
             }
             self.ended.causes.push(cause);
             self.cluster.report(|s| s.failed = true);
-            self.start_teardown();
+            self.start_teardown(&reason);
         }
         if r.preempt && !self.ended.preempted {
             self.ended.preempted = true;
@@ -447,11 +450,14 @@ impl<'a> Attempt<'a> {
         self.preempt_until = Some(Instant::now() + deadline);
     }
 
-    /// SIGTERM to every live worker's process group (once); SIGKILL follows after the grace.
-    fn start_teardown(&mut self) {
+    /// The teardown (once): every connected worker is told through the agent at once, so one
+    /// waiting in a collective or barrier leaves instead of sitting out the grace period; then
+    /// SIGTERM to every live worker's process group, and SIGKILL after the grace.
+    fn start_teardown(&mut self, reason: &str) {
         if self.teardown.is_some() {
             return;
         }
+        self.agent.abort(reason);
         for r in &self.alive {
             signal_group(self.workers[r].pid, Signal::SIGTERM);
         }

@@ -96,7 +96,12 @@ fn a_killed_worker_restarts_from_the_last_checkpoint_and_continues_identically()
     );
 
     let crashed = dir.path().join("crashed");
-    let child = launch(&crashed, &ov, &["--max-restarts", "2"])
+    // A grace period far longer than the test may take: the surviving worker, waiting in the
+    // all-reduce for the dead one, must leave when the launcher tells it the attempt is
+    // failing, not when SIGKILL ends the grace period.
+    let mut crash_ov = ov.clone();
+    crash_ov.push("launch.grace_secs=600".into());
+    let child = launch(&crashed, &crash_ov, &["--max-restarts", "2"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -123,6 +128,10 @@ fn a_killed_worker_restarts_from_the_last_checkpoint_and_continues_identically()
     assert!(
         stderr.contains("attempt 1"),
         "a second attempt ran: {stderr}"
+    );
+    assert!(
+        !stderr.contains("after SIGTERM: SIGKILL"),
+        "the survivor sat out the grace period: {stderr}"
     );
 
     let (a, b) = (train_losses(&crashed), train_losses(&reference));
@@ -239,6 +248,114 @@ fn a_corrupt_newest_checkpoint_falls_back_to_the_previous_one() {
     assert!(
         stderr.contains("checksum mismatch"),
         "warns about the bad one: {stderr}"
+    );
+    assert!(
+        stderr.contains("resumed from") && stderr.contains("step-00000002"),
+        "{stderr}"
+    );
+}
+
+/// A tmpfs of `size`, unmounted when dropped.
+struct SmallFs(std::path::PathBuf);
+
+impl SmallFs {
+    /// `None` (and a printed reason) where mounting is impossible (not root, no tmpfs).
+    fn mount(dir: &std::path::Path, size: &str) -> Option<SmallFs> {
+        std::fs::create_dir_all(dir).unwrap();
+        let out = run(Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir));
+        if out.status.success() {
+            Some(SmallFs(dir.to_owned()))
+        } else {
+            println!(
+                "SKIPPED: cannot mount a {size} tmpfs at {} ({}); the disk-full test needs root",
+                dir.display(),
+                texts(&out).1.trim()
+            );
+            None
+        }
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// A full file system while checkpointing: exit 6 at once (never retried: the same write
+/// would fail again), the message says so with the free and the needed space, the committed
+/// checkpoint stays valid, the half-written one is removed, and the peer waiting in the
+/// all-reduce leaves at once.
+#[test]
+fn a_full_disk_stops_the_run_with_exit_6_without_retries_and_keeps_the_checkpoints() {
+    let dir = TempDir::new("diskfull");
+    let Some(fs) = SmallFs::mount(&dir.path().join("fs"), "400k") else {
+        return;
+    };
+    let run_dir = fs.0.join("run");
+    let mut ov = tiny_overrides(40);
+    ov.extend([
+        "checkpoint.every_steps=2".into(),
+        "train.valid_every=0".into(),
+        "launch.grace_secs=600".into(),
+    ]);
+    let out = run(&mut launch(&run_dir, &ov, &["--max-restarts", "3"]));
+    let (_, stderr) = texts(&out);
+    assert_eq!(out.status.code(), Some(6), "{stderr}");
+    for want in [
+        "No space left on device",
+        "a checkpoint needs about",
+        "the committed checkpoints are intact",
+        "never retried",
+    ] {
+        assert!(stderr.contains(want), "lacks {want:?}: {stderr}");
+    }
+    assert!(!stderr.contains("attempt 1"), "no retry: {stderr}");
+    assert!(!stderr.contains("after SIGTERM: SIGKILL"), "{stderr}");
+    let committed = latest_step(&run_dir).expect("a checkpoint was committed before");
+    let resumed = run(Command::new(bin("convtt-worker"))
+        .args(["eval", "--config"])
+        .arg(repo().join("configs/tiny-cpu.toml"))
+        .args(set_args(&ov))
+        .arg("--run-dir")
+        .arg(&run_dir)
+        .args(["--split", "test", "--horizon", "2", "--json"])
+        .arg(dir.path().join("eval.json")));
+    let (eval_out, eval_err) = texts(&resumed);
+    assert!(
+        eval_out.contains(&format!("checkpoint step {committed}")),
+        "the committed checkpoint still loads: {eval_out}{eval_err}"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(run_dir.join("checkpoints"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+/// `LATEST` naming a step whose manifest is gone (deleted by hand, a broken copy) is damage like
+/// any other: a warning naming it, and the previous checkpoint.
+#[test]
+fn latest_without_a_manifest_is_skipped_with_a_warning_naming_it() {
+    let dir = TempDir::new("nomanifest");
+    let run_dir = dir.path().join("run");
+    let ov = tiny_overrides(4);
+    let out = run(&mut worker_alone(&run_dir, &ov));
+    assert_eq!(out.status.code(), Some(0), "{}", texts(&out).1);
+    std::fs::remove_file(run_dir.join("checkpoints/step-00000004/manifest.toml")).unwrap();
+    let mut more = ov.clone();
+    more.push("train.max_steps=5".into());
+    let out = run(&mut worker_alone(&run_dir, &more));
+    let (_, stderr) = texts(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("names step-00000004 but")
+            && stderr.contains("step-00000004 has no manifest.toml"),
+        "{stderr}"
     );
     assert!(
         stderr.contains("resumed from") && stderr.contains("step-00000002"),

@@ -264,6 +264,17 @@ pub fn resolve(root: &Path, resume: &Resume) -> Result<Option<(PathBuf, Manifest
                 .ok()
                 .and_then(|s| parse_step_dir(s.trim()));
             let mut candidates = list_committed(root);
+            if let Some(step) = latest {
+                if !candidates.iter().any(|(s, _)| *s == step) {
+                    // Damage like any other: the manifest was deleted by hand or lost in a copy.
+                    tracing::warn!(
+                        "skipping checkpoint: {} names {} but {} has no manifest.toml",
+                        root.join(LATEST).display(),
+                        step_dir_name(step),
+                        root.join(step_dir_name(step)).display()
+                    );
+                }
+            }
             // LATEST first, then newest to oldest.
             candidates.sort_by_key(|(s, _)| (Some(*s) == latest, *s));
             for (_, dir) in candidates.into_iter().rev() {

@@ -56,10 +56,30 @@ impl Error {
         }
     }
 
+    /// A file system that is full, over quota or read-only (ENOSPC, EDQUOT, EROFS) made this
+    /// happen — whether it surfaced as an OS error or inside an HDF5 error's text. Retrying
+    /// cannot help until someone frees space: exit 6 (resource unavailable), never retried.
+    pub fn storage_full(&self) -> bool {
+        use convtt_common::Error::Core;
+        use convtt_core::Error as CoreError;
+        match self {
+            Error::Io { err, .. } | Error::Common(Core(CoreError::Io { err, .. })) => {
+                storage_errno(err)
+            }
+            Error::Data { msg, .. }
+            | Error::Common(Core(CoreError::Format { msg, .. }))
+            | Error::Common(convtt_common::Error::Format { msg, .. }) => storage_text(msg),
+            _ => false,
+        }
+    }
+
     /// The process exit code this error maps to.
     pub fn exit_code(&self) -> i32 {
         use convtt_common::Error::Core;
         use convtt_core::Error as CoreError;
+        if self.storage_full() {
+            return exit::UNAVAILABLE;
+        }
         match self {
             Error::Common(Core(CoreError::Config(_))) | Error::Usage(_) => exit::CONFIG,
             Error::Common(Core(CoreError::Io { .. }))
@@ -76,6 +96,29 @@ impl Error {
 
 /// `Result` with [`Error`].
 pub type Result<T> = std::result::Result<T, Error>;
+
+/// ENOSPC, EDQUOT or EROFS.
+pub fn storage_errno(err: &std::io::Error) -> bool {
+    matches!(
+        err.raw_os_error(),
+        Some(libc::ENOSPC | libc::EDQUOT | libc::EROFS)
+    )
+}
+
+/// The same in an error message (HDF5 reports `errno = 28, error message = 'No space left on
+/// device'`).
+fn storage_text(msg: &str) -> bool {
+    [libc::ENOSPC, libc::EDQUOT, libc::EROFS]
+        .iter()
+        .any(|n| msg.contains(&format!("errno = {n},")))
+        || [
+            "No space left on device",
+            "Disk quota exceeded",
+            "Read-only file system",
+        ]
+        .iter()
+        .any(|t| msg.contains(t))
+}
 
 impl From<convtt_core::Error> for Error {
     fn from(e: convtt_core::Error) -> Self {

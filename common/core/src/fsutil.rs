@@ -55,6 +55,11 @@ pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
 /// Replaces `path` with `bytes` atomically: readers see the old or the complete new content, and
 /// a failure removes the temporary file (a crash may leave a `.NAME.tmp-PID` beside it).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    // Something that is not a file (`--json /dev/null`, a FIFO) is written to, never replaced:
+    // a rename over /dev/null would turn it into a regular file.
+    if std::fs::metadata(path).is_ok_and(|m| !m.file_type().is_file()) {
+        return std::fs::write(path, bytes).map_err(|e| Error::io(path, e));
+    }
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path
         .file_name()
@@ -105,5 +110,20 @@ mod tests {
             "no temp file left"
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A device (or FIFO) is written to in place: `eval --json /dev/null` as root once turned
+    /// /dev/null into a regular file by renaming over it.
+    #[test]
+    fn a_device_is_written_to_not_replaced() {
+        write_atomic(Path::new("/dev/null"), b"x").unwrap();
+        let m = std::fs::metadata("/dev/null").unwrap();
+        assert!(!m.file_type().is_file(), "/dev/null is still a device");
+        let left = std::fs::read_dir("/dev")
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(".null.tmp"))
+            .count();
+        assert_eq!(left, 0);
     }
 }

@@ -47,6 +47,13 @@ impl Agent {
         }
     }
 
+    /// The launcher's abort flag (never set for a world of one without a launcher).
+    pub(crate) fn abort_flag(&self) -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+        self.client
+            .as_ref()
+            .map_or_else(Default::default, convtt_core::AgentClient::abort_flag)
+    }
+
     /// The connection, for the NCCL id exchange (an error once goodbye closed it).
     pub(crate) fn client(&mut self) -> Result<&mut AgentClient> {
         self.client

@@ -39,6 +39,8 @@ pub struct Nccl {
     comm: CommHandle,
     device: Device,
     timeout: Duration,
+    /// The launcher said the attempt is failing (a peer died): the watchdog aborts at once.
+    aborted: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for Nccl {
@@ -61,11 +63,13 @@ impl Nccl {
         // Make `ordinal` the current device of this thread (NCCL uses the current device).
         let _ctx = cudarc::driver::CudaContext::new(ordinal)
             .map_err(|e| Error::Unavailable(format!("CUDA device {ordinal}: {e:?}")))?;
+        let aborted = agent.abort_flag();
         Self::init(&mut agent, ordinal).map(|comm| Nccl {
             agent,
             comm,
             device: Device::Cuda(ordinal),
             timeout,
+            aborted,
         })
     }
 
@@ -134,7 +138,13 @@ impl Nccl {
         op: impl FnOnce(sys::ncclComm_t) -> Result<()>,
     ) -> Result<()> {
         let done = Arc::new(AtomicBool::new(false));
-        let watchdog = spawn_watchdog(self.comm, what, self.timeout, done.clone());
+        let watchdog = spawn_watchdog(
+            self.comm,
+            what,
+            self.timeout,
+            done.clone(),
+            self.aborted.clone(),
+        );
         let res = op(self.comm.0);
         if res.is_ok() {
             if let Device::Cuda(k) = self.device {
@@ -147,13 +157,15 @@ impl Nccl {
     }
 }
 
-/// Polls the communicator every 50 ms until `done`; on an asynchronous error or after
-/// `timeout`, aborts it and exits the process with code 3 (the launcher restarts the group).
+/// Polls the communicator every 50 ms until `done`; on an asynchronous error, after `timeout`,
+/// or when the launcher says the attempt is failing (`aborted`), aborts it and exits the process
+/// with code 3 (the launcher restarts the group).
 fn spawn_watchdog(
     comm: CommHandle,
     what: &'static str,
     timeout: Duration,
     done: Arc<AtomicBool>,
+    aborted: Arc<AtomicBool>,
 ) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let start = Instant::now();
@@ -167,9 +179,12 @@ fn spawn_watchdog(
                     sys::ncclResult_t::ncclSuccess | sys::ncclResult_t::ncclInProgress
                 );
             let late = start.elapsed() > timeout;
-            if failed || late {
+            let told = aborted.load(Ordering::Acquire);
+            if failed || late || told {
                 let why = if failed {
                     format!("asynchronous error {state:?}")
+                } else if told {
+                    "the launcher says the attempt is failing".to_owned()
                 } else {
                     format!("no completion within {:.0} s", timeout.as_secs_f64())
                 };

@@ -598,6 +598,7 @@ pub(crate) fn publish(
     convtt_common::fsutil::write_atomic(&path, text.as_bytes())?;
     let mut log = MetricsLog::open(run, 0)?;
     log.write(line);
+    log.check()?;
     tracing::info!("wrote {}", path.display());
     Ok(())
 }

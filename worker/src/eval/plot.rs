@@ -211,8 +211,11 @@ pub fn write_plots(
 }
 
 /// Rank 0 at the end of training: draws the plots; a failure is a warning, not a failed run.
-pub fn after_training(run_dir: &Path, cfg: &ValidConfig, net: &Network) {
-    match write_plots(run_dir, cfg, Some(net)) {
+///
+/// A plot that cannot be drawn is a warning, unless the file system is full, over quota or
+/// read-only: that ends the run with exit 6 (everything else is saved by then).
+pub fn after_training(run_dir: &Path, cfg: &ValidConfig, net: Option<&Network>) -> Result<()> {
+    match write_plots(run_dir, cfg, net) {
         Ok(files) => tracing::info!(
             "plots: {}",
             files
@@ -221,8 +224,16 @@ pub fn after_training(run_dir: &Path, cfg: &ValidConfig, net: &Network) {
                 .collect::<Vec<_>>()
                 .join(", ")
         ),
+        Err(e) if e.storage_full() => {
+            return Err(Error::Unavailable(format!(
+                "{e}: the file system is full, over quota or read-only (the checkpoints and \
+                 summary are saved; `convtt-worker plot --run-dir {}` draws the plots later)",
+                run_dir.display()
+            )))
+        }
         Err(e) => tracing::warn!("cannot draw the plots: {e}"),
     }
+    Ok(())
 }
 
 /// `convtt-worker plot --run-dir R`: uses `R/config.toml` and the newest valid checkpoint (the

@@ -70,6 +70,8 @@ pub struct PendingSave {
     tmp: PathBuf,
     /// Rank 0: the manifest to commit (files are filled in at commit time).
     manifest: Option<Manifest>,
+    /// Its size on disk, about.
+    bytes: u64,
 }
 
 /// Starts a checkpoint of the current state: the flat buffers are copied to the host here (so
@@ -135,12 +137,56 @@ pub fn begin_save(
         step: cur.step,
         tmp,
         manifest,
+        bytes: checkpoint_bytes(flat.numel()),
     }
 }
 
 /// Waits for this rank's shard, then (after a barrier) rank 0 verifies and commits the
 /// checkpoint and applies retention; a second barrier keeps ranks together.
+///
+/// A full, over-quota or read-only file system is told as such (exit 6, never retried: the
+/// same write would fail again), with the free and the needed space; the uncommitted
+/// directory is removed and the committed checkpoints stay as they were.
 pub fn finish_save(cfg: &ValidConfig, rt: &mut Runtime, pending: PendingSave) -> Result<PathBuf> {
+    let (tmp, bytes) = (pending.tmp.clone(), pending.bytes);
+    commit_pending(cfg, rt, pending).map_err(|e| {
+        if !e.storage_full() {
+            return e;
+        }
+        let _ = std::fs::remove_dir_all(&tmp);
+        no_space(e, rt, bytes)
+    })
+}
+
+/// One checkpoint's size on disk, about: the three flat buffers (parameters, Adam's two
+/// moments) in f32, plus the manifest and state files.
+pub fn checkpoint_bytes(numel: i64) -> u64 {
+    3 * 4 * numel.max(0) as u64 + 64 * 1024
+}
+
+/// The storage error `e` with what a user needs to act on it.
+fn no_space(e: Error, rt: &Runtime, needed: u64) -> Error {
+    let free =
+        crate::sys::free_bytes(rt.run.path()).map_or_else(|| "unknown space".to_owned(), mib);
+    let newest = ckpt::resolve(&rt.run.checkpoints(), &crate::checkpoint::Resume::Auto)
+        .ok()
+        .flatten()
+        .map_or_else(|| "none yet".to_owned(), |(d, _)| d.display().to_string());
+    Error::Unavailable(format!(
+        "{e}\n  the file system of {} is full, over quota or read-only ({free} free, a \
+         checkpoint needs about {}); the committed checkpoints are intact (newest: {newest}); \
+         free space (or move launch.run_dir), then resume with --resume auto",
+        rt.run.path().display(),
+        mib(needed)
+    ))
+}
+
+/// `bytes` in MiB, for messages.
+pub fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / 1048576.0)
+}
+
+fn commit_pending(cfg: &ValidConfig, rt: &mut Runtime, pending: PendingSave) -> Result<PathBuf> {
     let written = pending.writer.join().unwrap_or_else(|_| {
         Err(Error::Internal(
             "the checkpoint writer thread panicked".into(),
@@ -163,6 +209,28 @@ pub fn finish_save(cfg: &ValidConfig, rt: &mut Runtime, pending: PendingSave) ->
     }
     rt.coll.barrier()?;
     Ok(dir)
+}
+
+/// Rank 0 at the start: warns when the run directory's file system cannot hold
+/// `checkpoint.keep_last + 2` checkpoints of `numel` parameters (the kept ones, the one being
+/// written, and the best).
+pub fn check_space(cfg: &ValidConfig, rt: &Runtime, numel: i64) {
+    let Some(free) = crate::sys::free_bytes(rt.run.path()) else {
+        return;
+    };
+    let one = checkpoint_bytes(numel);
+    let want = one * (cfg.checkpoint.keep_last as u64 + 2);
+    if free < want {
+        tracing::warn!(
+            "{} has {} free, but {} checkpoints of about {} each need {}: training will stop \
+             (exit 6) when a checkpoint no longer fits",
+            rt.run.path().display(),
+            mib(free),
+            cfg.checkpoint.keep_last + 2,
+            mib(one),
+            mib(want)
+        );
+    }
 }
 
 /// What a checkpoint restores: the flat buffers (into `flat`), the typed state and the cursor.

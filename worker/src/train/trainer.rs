@@ -18,7 +18,7 @@ use tch::nn::VarStore;
 use super::activity;
 use super::metrics_log::MetricsLog;
 use super::optim::FlatParams;
-use super::save::{begin_save, finish_save, restore, Cursor, PendingSave};
+use super::save::{begin_save, check_space, finish_save, restore, Cursor, PendingSave};
 use super::schedule::Schedules;
 use super::step::{mask_seed, step_with_loss, train_step, StepOutcome};
 use super::task::Task;
@@ -112,6 +112,9 @@ impl<'c> Trainer<'c> {
         let task = Task::new(&vs, cfg)?;
         let mut flat = FlatParams::new(&vs);
         rt.coll.broadcast(&mut flat.params)?;
+        if rt.rank() == 0 {
+            check_space(cfg, rt, flat.numel());
+        }
         let mut sched = Schedules::new(&cfg.optim);
         let mut cur = Cursor::default();
         if let Some((dir, m)) = ckpt::resolve(&ckpt_root, resume)? {
@@ -201,6 +204,7 @@ impl<'c> Trainer<'c> {
             for batch in plan.train.epoch(self.cur.epoch).skip(skip) {
                 let report = self.step(rt, batch?, plan)?;
                 self.progress(rt, &report, plan.total);
+                self.log.check()?;
                 self.check_parameters(rt)?;
                 let every = self.cfg.train.valid_every;
                 let valid = match &plan.valid {
@@ -423,14 +427,11 @@ impl<'c> Trainer<'c> {
         }
         .write(&rt.run)?;
         let run_dir = rt.run.path();
-        match &self.task {
-            Task::Predict(net) => crate::eval::plot::after_training(run_dir, self.cfg, net),
-            Task::Activity(..) => {
-                if let Err(e) = crate::eval::plot::write_plots(run_dir, self.cfg, None) {
-                    tracing::warn!("cannot draw the plots: {e}");
-                }
-            }
-        }
+        let net = match &self.task {
+            Task::Predict(net) => Some(net),
+            Task::Activity(..) => None,
+        };
+        crate::eval::plot::after_training(run_dir, self.cfg, net)?;
         tracing::info!(
             step = self.cur.step,
             "training finished: {}",

@@ -65,6 +65,8 @@ pub struct AgentClient {
     stream: UnixStream,
     replies: mpsc::Receiver<Reply>,
     preempt: Arc<AtomicBool>,
+    /// Set when the launcher said the attempt failed (`Failed`, also unsolicited).
+    aborted: Arc<AtomicBool>,
     reader: Option<JoinHandle<()>>,
     rank: u32,
     attempt: u32,
@@ -124,15 +126,17 @@ impl AgentClient {
         stream.set_write_timeout(Some(timeout))?;
         let mut read_half = stream.try_clone()?;
         let preempt = Arc::new(AtomicBool::new(false));
+        let aborted = Arc::new(AtomicBool::new(false));
         let (tx, replies) = mpsc::channel();
-        let flag = preempt.clone();
+        let (flag, abort) = (preempt.clone(), aborted.clone());
         let reader = std::thread::Builder::new()
             .name("convtt-agent-reader".into())
-            .spawn(move || reader_loop(&mut read_half, &tx, &flag))?;
+            .spawn(move || reader_loop(&mut read_half, &tx, &flag, &abort))?;
         let mut client = AgentClient {
             stream,
             replies,
             preempt,
+            aborted,
             reader: Some(reader),
             rank,
             attempt: 0,
@@ -289,6 +293,12 @@ impl AgentClient {
         self.preempt.clone()
     }
 
+    /// Set once the launcher said the attempt is failing: a wait outside this channel (an NCCL
+    /// collective) watches it to give up at once.
+    pub fn abort_flag(&self) -> Arc<AtomicBool> {
+        self.aborted.clone()
+    }
+
     fn next_seq(&mut self) -> u64 {
         self.seq += 1;
         self.seq
@@ -326,7 +336,12 @@ fn unexpected(what: &str, got: &LauncherMsg) -> AgentError {
     AgentError::Protocol(perr(format!("unexpected reply to {what}: {got:?}")))
 }
 
-fn reader_loop(r: &mut UnixStream, tx: &mpsc::Sender<Reply>, preempt: &AtomicBool) {
+fn reader_loop(
+    r: &mut UnixStream,
+    tx: &mpsc::Sender<Reply>,
+    preempt: &AtomicBool,
+    aborted: &AtomicBool,
+) {
     loop {
         let reply = match read_frame(r) {
             Ok(None) => Err(AgentError::Closed),
@@ -339,7 +354,12 @@ fn reader_loop(r: &mut UnixStream, tx: &mpsc::Sender<Reply>, preempt: &AtomicBoo
                     preempt.store(true, Ordering::Release);
                     continue;
                 }
-                Ok(m) => Ok(m),
+                Ok(m) => {
+                    if matches!(m, LauncherMsg::Failed { .. }) {
+                        aborted.store(true, Ordering::Release);
+                    }
+                    Ok(m)
+                }
                 Err(e) => Err(e.into()),
             },
             Err(e) => Err(e.into()),

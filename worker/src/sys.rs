@@ -75,5 +75,5 @@ pub fn free_bytes(path: &Path) -> Option<u64> {
     }
     // SAFETY: rc == 0, so statvfs initialised `st`.
     let st = unsafe { st.assume_init() };
-    Some(st.f_bavail as u64 * st.f_frsize as u64)
+    Some(st.f_bavail * st.f_frsize)
 }

@@ -150,6 +150,9 @@ pub struct HorizonMetrics {
     pub sse: f64,
     /// Per-pixel MAE on [0, 1].
     pub mae: f64,
+    /// Per-frame pixel sum of absolute errors (OpenSTL's "MAE").
+    #[serde(default)]
+    pub sae: f64,
     /// PSNR in dB, peak 1 (mean of per-frame dB values).
     pub psnr: f64,
     /// SSIM, paper preset.
@@ -172,6 +175,9 @@ pub struct PerFrame {
     pub sse: Vec<f64>,
     /// Per-pixel MAE.
     pub mae: Vec<f64>,
+    /// Per-frame pixel sum of absolute errors (OpenSTL's "MAE").
+    #[serde(default)]
+    pub sae: Vec<f64>,
     /// PSNR (dB, peak 1).
     pub psnr: Vec<f64>,
     /// SSIM, paper preset.
@@ -270,8 +276,14 @@ pub struct BaselineReport {
 }
 
 impl BaselineReport {
-    fn new(name: &str, means: &FrameMetrics, input: usize, horizons: &[usize]) -> Self {
-        let per_frame = PerFrame::from_means(means);
+    fn new(
+        name: &str,
+        means: &FrameMetrics,
+        pixels: usize,
+        input: usize,
+        horizons: &[usize],
+    ) -> Self {
+        let per_frame = PerFrame::from_means(means, pixels);
         BaselineReport {
             name: name.to_owned(),
             horizons: horizons
@@ -331,17 +343,22 @@ pub struct EvalReport {
     /// The copy-last-frame and all-zeros predictors on the same clips (no LPIPS).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub baselines: Vec<BaselineReport>,
+    /// How fast the model predicted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timing: Option<Throughput>,
     /// The conventions.
     pub conventions: Conventions,
 }
 
 impl PerFrame {
-    fn from_means(m: &FrameMetrics) -> Self {
+    /// The per-frame means of `m`, for frames of `pixels` values (C × H × W).
+    fn from_means(m: &FrameMetrics, pixels: usize) -> Self {
         PerFrame {
             mse: m.mse.clone(),
             mse_x1e3: m.mse.iter().map(|v| v * 1e3).collect(),
             sse: m.sse.clone(),
             mae: m.mae.clone(),
+            sae: m.mae.iter().map(|v| v * pixels as f64).collect(),
             psnr: m.psnr.clone(),
             ssim: m.ssim_paper.clone(),
             ssim_wang2004: m.ssim_wang.clone(),
@@ -359,6 +376,7 @@ impl PerFrame {
             mse_x1e3: m(&self.mse_x1e3),
             sse: m(&self.sse),
             mae: m(&self.mae),
+            sae: m(&self.sae),
             psnr: m(&self.psnr),
             ssim: m(&self.ssim),
             ssim_wang2004: m(&self.ssim_wang2004),
@@ -368,7 +386,9 @@ impl PerFrame {
 }
 
 impl EvalReport {
-    /// The readable table: one row per horizon, then one per frame.
+    /// The readable table: one row per horizon (the trivial predictors below it), then one per
+    /// frame. Both conventions, named: the reference's MSE × 10³ and SSIM (paper preset), and
+    /// OpenSTL's per-frame pixel sums of squared and absolute errors.
     pub fn table(&self) -> String {
         let mut s = String::new();
         let _ = writeln!(
@@ -376,10 +396,15 @@ impl EvalReport {
             "eval {} of {}: {} clips, checkpoint step {} ({})",
             self.split, self.dataset, self.samples, self.step, self.checkpoint
         );
+        let _ = writeln!(
+            s,
+            "  ref = the reference/paper's (per-pixel MSE ×10³, SSIM of its preset); OpenSTL = \
+             per-frame pixel sums (MSE, MAE), as OpenSTL's tables"
+        );
         let with_lpips = self.per_frame.lpips.is_some();
         let mut header = format!(
-            "{:<11} {:>9} {:>10} {:>8} {:>7} {:>11} {:>14}",
-            "", "MSE×10³", "SSE/frame", "MAE", "PSNR", "SSIM paper", "SSIM wang2004"
+            "{:<11} {:>11} {:>11} {:>11} {:>7} {:>9} {:>13}",
+            "", "MSE×10³ ref", "MSE OpenSTL", "MAE OpenSTL", "PSNR", "SSIM ref", "SSIM wang2004"
         );
         if with_lpips {
             header += &format!(" {:>9}", "LPIPS");
@@ -387,29 +412,33 @@ impl EvalReport {
         let lpips_cell = |v: Option<f64>| v.map_or_else(String::new, |v| format!(" {v:>9.5}"));
         let row = |label: String, v: [f64; 6]| {
             format!(
-                "{label:<11} {:>9.3} {:>10.2} {:>8.5} {:>7.3} {:>11.4} {:>14.4}",
+                "{label:<11} {:>11.3} {:>11.2} {:>11.2} {:>7.3} {:>9.4} {:>13.4}",
                 v[0], v[1], v[2], v[3], v[4], v[5]
             )
         };
+        let cells =
+            |h: &HorizonMetrics| [h.mse_x1e3, h.sse, h.sae, h.psnr, h.ssim, h.ssim_wang2004];
         let _ = writeln!(s, "{header}");
         for (i, h) in self.horizons.iter().enumerate() {
             let label = format!("{} → {}", h.input_frames, h.future_frames);
-            let v = [h.mse_x1e3, h.sse, h.mae, h.psnr, h.ssim, h.ssim_wang2004];
-            let _ = writeln!(s, "{}{}", row(label, v), lpips_cell(h.lpips));
+            let _ = writeln!(s, "{}{}", row(label, cells(h)), lpips_cell(h.lpips));
             for b in &self.baselines {
-                let h = &b.horizons[i];
-                let v = [h.mse_x1e3, h.sse, h.mae, h.psnr, h.ssim, h.ssim_wang2004];
-                let _ = writeln!(s, "{}", row(format!("  {}", b.label()), v));
+                let _ = writeln!(
+                    s,
+                    "{}",
+                    row(format!("  {}", b.label()), cells(&b.horizons[i]))
+                );
             }
         }
         let _ = writeln!(s, "per frame");
         let p = &self.per_frame;
         for i in 0..p.mse.len() {
             let label = format!("t+{}", i + 1);
+            let sae = p.sae.get(i).copied().unwrap_or(f64::NAN);
             let v = [
                 p.mse_x1e3[i],
                 p.sse[i],
-                p.mae[i],
+                sae,
                 p.psnr[i],
                 p.ssim[i],
                 p.ssim_wang2004[i],
@@ -417,8 +446,27 @@ impl EvalReport {
             let l = p.lpips.as_ref().map(|l| l[i]);
             let _ = writeln!(s, "{}{}", row(label, v), lpips_cell(l));
         }
+        if let Some(t) = &self.timing {
+            let _ = writeln!(
+                s,
+                "throughput: {:.1} clips/s, {:.1} predicted frames/s (the model's rollouts only, \
+                 summed over {} worker(s))",
+                t.clips_per_s, t.frames_per_s, self.world_size
+            );
+        }
         s
     }
+}
+
+/// How fast the model predicted (its rollouts alone, CUDA synchronised; metrics excluded).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Throughput {
+    /// Seconds in the model's forward passes, summed over ranks.
+    pub forward_seconds: f64,
+    /// Clips per second of rollout time (per worker when several share the work).
+    pub clips_per_s: f64,
+    /// Predicted frames per second (OpenSTL's FPS counts frames).
+    pub frames_per_s: f64,
 }
 
 /// Evaluates the checkpoint `which` of `ctx`'s run on `split` (every rank calls this; all get
@@ -512,13 +560,15 @@ pub fn evaluate_source(
         future,
         lpips.as_ref(),
     )?;
-    let per_frame = PerFrame::from_means(&v.frames);
+    let pixels = cfg.model.image_channels * cfg.data.height * cfg.data.width;
+    let per_frame = PerFrame::from_means(&v.frames, pixels);
     let baselines = v.baselines.as_ref().map_or_else(Vec::new, |b| {
         vec![
-            BaselineReport::new("copy_last", &b.copy_last, input, &horizons),
-            BaselineReport::new("zeros", &b.zeros, input, &horizons),
+            BaselineReport::new("copy_last", &b.copy_last, pixels, input, &horizons),
+            BaselineReport::new("zeros", &b.zeros, pixels, input, &horizons),
         ]
     });
+    let predicted = v.frames.samples as f64 * future as f64;
     Ok(EvalReport {
         kind: "eval".into(),
         split: split.to_owned(),
@@ -536,6 +586,11 @@ pub fn evaluate_source(
             .collect(),
         per_frame,
         baselines,
+        timing: (v.forward_seconds > 0.0).then(|| Throughput {
+            forward_seconds: v.forward_seconds,
+            clips_per_s: v.frames.samples as f64 / v.forward_seconds,
+            frames_per_s: predicted / v.forward_seconds,
+        }),
         conventions: lpips.as_ref().map_or_else(Conventions::default, |l| {
             Conventions::with_lpips(l.preset())
         }),

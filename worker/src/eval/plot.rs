@@ -28,8 +28,47 @@ pub struct Series {
     pub train: Vec<(f64, f64)>,
     /// (step, validation loss) of every `valid` line.
     pub valid: Vec<(f64, f64)>,
-    /// The last `valid` line's step and per-frame MSE and SSIM (paper preset).
-    pub last_valid: Option<(u64, Vec<f64>, Vec<f64>)>,
+    /// The last `valid` line's per-frame curves.
+    pub last_valid: Option<LastValid>,
+}
+
+/// Per-frame MSE and SSIM (paper preset) of one predictor.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Curves {
+    /// Per-pixel MSE per predicted frame.
+    pub mse: Vec<f64>,
+    /// SSIM per predicted frame.
+    pub ssim: Vec<f64>,
+}
+
+/// The last validation's per-frame curves: the model's, and the copy-last-frame and all-black
+/// predictors' on the same clips (when the record has them).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LastValid {
+    /// Its training step.
+    pub step: u64,
+    /// The model.
+    pub model: Curves,
+    /// Repeating the last input frame.
+    pub copy_last: Option<Curves>,
+    /// All-black frames.
+    pub zeros: Option<Curves>,
+}
+
+/// The `per_frame` MSE and SSIM curves under `v`.
+fn curves(v: &serde_json::Value) -> Option<Curves> {
+    let frames = |k: &str| -> Option<Vec<f64>> {
+        v.get("per_frame")?
+            .get(k)?
+            .as_array()?
+            .iter()
+            .map(serde_json::Value::as_f64)
+            .collect()
+    };
+    Some(Curves {
+        mse: frames("mse")?,
+        ssim: frames("ssim")?,
+    })
 }
 
 /// Reads the plot series from a `metrics.jsonl` text (lines that do not parse are skipped).
@@ -48,16 +87,14 @@ pub fn parse_metrics(text: &str) -> Series {
             Some("train") => s.train.push((step, loss)),
             Some("valid") => {
                 s.valid.push((step, loss));
-                let frames = |k: &str| -> Option<Vec<f64>> {
-                    v.get("per_frame")?
-                        .get(k)?
-                        .as_array()?
-                        .iter()
-                        .map(serde_json::Value::as_f64)
-                        .collect()
-                };
-                if let (Some(mse), Some(ssim)) = (frames("mse"), frames("ssim")) {
-                    s.last_valid = Some((step as u64, mse, ssim));
+                if let Some(model) = curves(&v) {
+                    let baseline = |k: &str| v.get("baselines").and_then(|b| curves(b.get(k)?));
+                    s.last_valid = Some(LastValid {
+                        step: step as u64,
+                        model,
+                        copy_last: baseline("copy_last"),
+                        zeros: baseline("zeros"),
+                    });
                 }
             }
             _ => {}
@@ -121,56 +158,80 @@ pub fn loss_plot(path: &Path, s: &Series) -> Result<()> {
     })
 }
 
-/// `valid-per-frame.png`: per-frame MSE ×10³ and SSIM (paper preset) of one validation.
-pub fn per_frame_plot(path: &Path, step: u64, mse: &[f64], ssim: &[f64]) -> Result<()> {
+/// `valid-per-frame.png`: per-frame MSE ×10³ and SSIM (paper preset) of one validation, with
+/// the copy-last-frame and all-black predictors as reference lines.
+pub fn per_frame_plot(path: &Path, v: &LastValid) -> Result<()> {
     render(path, (960, 420), |buf| {
         let root = BitMapBackend::with_buffer(buf, (960, 420)).into_drawing_area();
         root.fill(&WHITE)?;
         let root = root.titled(
-            &format!("Validation at step {step}, per predicted frame"),
+            &format!("Validation at step {}, per predicted frame", v.step),
             ("sans-serif", 20),
         )?;
         let (left, right) = root.split_horizontally(480);
-        let panels: [(_, &str, Vec<f64>, RGBColor); 2] = [
-            (
-                left,
-                "MSE ×10³",
-                mse.iter().map(|v| v * 1e3).collect(),
-                BLUE,
-            ),
-            (right, "SSIM (paper preset)", ssim.to_vec(), RED),
+        let mse = |c: &Curves| c.mse.iter().map(|x| x * 1e3).collect::<Vec<f64>>();
+        let ssim = |c: &Curves| c.ssim.clone();
+        let pick = |f: &dyn Fn(&Curves) -> Vec<f64>| -> Vec<(&'static str, Vec<f64>, RGBColor)> {
+            let mut lines = vec![("model", f(&v.model), BLUE)];
+            if let Some(c) = &v.copy_last {
+                lines.push(("copy last frame", f(c), RGBColor(0, 140, 60)));
+            }
+            if let Some(c) = &v.zeros {
+                lines.push(("all black", f(c), RGBColor(90, 90, 90)));
+            }
+            lines
+        };
+        let panels = [
+            (left, "MSE ×10³", pick(&mse)),
+            (right, "SSIM (paper preset)", pick(&ssim)),
         ];
-        for (area, name, values, color) in panels {
-            let n = values.len().max(1) as i32;
-            let points: Vec<(i32, f64)> = values
-                .iter()
-                .enumerate()
-                .map(|(i, &v)| (i as i32 + 1, v))
-                .collect();
-            let mut chart = ChartBuilder::on(&area)
-                .margin(14)
-                .x_label_area_size(40)
-                .y_label_area_size(64)
-                .build_cartesian_2d(0..n + 1, span(values.iter().copied(), 5.0))?;
-            chart
-                .configure_mesh()
-                .x_desc("predicted frame")
-                .y_desc(name)
-                .x_labels((n as usize + 2).min(16))
-                .label_style(("sans-serif", 14))
-                .light_line_style(WHITE)
-                .draw()?;
-            let style = color.stroke_width(2);
-            chart
-                .draw_series(LineSeries::new(points.iter().copied(), style))?
-                .label(name)
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
-            chart.draw_series(points.iter().map(|&p| Circle::new(p, 3, color.filled())))?;
-            draw_legend(&mut chart, 15)?;
+        for (area, name, lines) in panels {
+            frame_panel(&area, name, &lines)?;
         }
         root.present()?;
         Ok(())
     })
+}
+
+/// One panel of [`per_frame_plot`]: `lines` (label, values per frame, colour), the first thick
+/// with points.
+fn frame_panel(
+    area: &DrawingArea<BitMapBackend, plotters::coord::Shift>,
+    name: &str,
+    lines: &[(&'static str, Vec<f64>, RGBColor)],
+) -> DrawResult {
+    let n = lines[0].1.len().max(1) as i32;
+    let all = lines.iter().flat_map(|l| l.1.iter().copied());
+    let mut chart = ChartBuilder::on(area)
+        .margin(14)
+        .x_label_area_size(40)
+        .y_label_area_size(64)
+        .build_cartesian_2d(0..n + 1, span(all, 5.0))?;
+    chart
+        .configure_mesh()
+        .x_desc("predicted frame")
+        .y_desc(name)
+        .x_labels((n as usize + 2).min(16))
+        .label_style(("sans-serif", 14))
+        .light_line_style(WHITE)
+        .draw()?;
+    for (i, (label, values, color)) in lines.iter().enumerate() {
+        let points: Vec<(i32, f64)> = values
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| (i as i32 + 1, v))
+            .collect();
+        let style = color.stroke_width(if i == 0 { 2 } else { 1 });
+        chart
+            .draw_series(LineSeries::new(points.iter().copied(), style))?
+            .label(*label)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
+        if i == 0 {
+            let c = *color;
+            chart.draw_series(points.iter().map(|&p| Circle::new(p, 3, c.filled())))?;
+        }
+    }
+    draw_legend(&mut chart, 15)
 }
 
 /// Draws every plot it can into `<run>/plots/`: the curves from `metrics.jsonl` and, given a
@@ -196,9 +257,9 @@ pub fn write_plots(
         loss_plot(&p, &series)?;
         written.push(p);
     }
-    if let Some((step, mse, ssim)) = &series.last_valid {
+    if let Some(last) = &series.last_valid {
         let p = dir.join("valid-per-frame.png");
-        per_frame_plot(&p, *step, mse, ssim)?;
+        per_frame_plot(&p, last)?;
         written.push(p);
     }
     if let Some(net) = net {

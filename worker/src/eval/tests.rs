@@ -421,14 +421,24 @@ fn training_leaves_plots_and_plot_redraws_them() {
 fn metrics_lines_become_plot_series() {
     let text = r#"{"kind":"train","step":10,"loss":0.5}
 not json
-{"kind":"valid","step":10,"loss":0.4,"per_frame":{"mse":[0.1,0.2],"ssim":[0.9,0.8]}}
+{"kind":"valid","step":10,"loss":0.4,"per_frame":{"mse":[0.1,0.2],"ssim":[0.9,0.8]},"baselines":{"zeros":{"per_frame":{"mse":[0.3,0.3],"ssim":[0.2,0.2]}}}}
 {"kind":"train","step":20,"loss":0.3}
 {"kind":"eval","step":20,"loss":0.1}
 "#;
     let s = plot::parse_metrics(text);
     assert_eq!(s.train, [(10.0, 0.5), (20.0, 0.3)]);
     assert_eq!(s.valid, [(10.0, 0.4)]);
-    assert_eq!(s.last_valid, Some((10, vec![0.1, 0.2], vec![0.9, 0.8])));
+    let last = s.last_valid.unwrap();
+    assert_eq!(last.step, 10);
+    assert_eq!(
+        last.model,
+        plot::Curves {
+            mse: vec![0.1, 0.2],
+            ssim: vec![0.9, 0.8]
+        }
+    );
+    assert_eq!(last.copy_last, None);
+    assert_eq!(last.zeros.unwrap().mse, [0.3, 0.3]);
 }
 
 #[test]

@@ -343,6 +343,7 @@ impl<'c> Trainer<'c> {
                     frames,
                     baselines: None,
                     activity: Some(scores),
+                    forward_seconds: 0.0,
                 }
             }
         };

@@ -28,6 +28,8 @@ pub struct Validation {
     pub baselines: Option<TrivialBaselines>,
     /// Accuracies of an activity run.
     pub activity: Option<activity::ActivityScores>,
+    /// Seconds spent in the model's rollouts, summed over ranks (CUDA synchronised).
+    pub forward_seconds: f64,
 }
 
 impl Validation {
@@ -115,11 +117,17 @@ pub fn validate_with(
 ) -> Result<Validation> {
     let mut sums: Option<(FrameMetrics, TrivialBaselines)> = None;
     let mut loss_sum = 0.0;
+    let mut forward_seconds = 0.0;
     tch::no_grad(|| -> Result<()> {
         for batch in loader.epoch(0) {
             let clips = batch?.clips;
             let rollout = Rollout::training(input, future, None);
+            let started = std::time::Instant::now();
             let out = net.forward(&clips.narrow(1, 0, input as i64), &rollout)?;
+            if let tch::Device::Cuda(k) = clips.device() {
+                tch::Cuda::synchronize(k as i64);
+            }
+            forward_seconds += started.elapsed().as_secs_f64();
             let target = clips.narrow(1, 1, (input + future - 1) as i64);
             let b = clips.size()[0] as f64;
             loss_sum += loss(&out, &target).double_value(&[]) * b;
@@ -145,9 +153,11 @@ pub fn validate_with(
         Some((m, b)) => [m.to_flat(), b.to_flat()].concat(),
         None => vec![0.0; model_len + TrivialBaselines::flat_len(future)],
     };
+    flat.push(forward_seconds);
     flat.push(loss_sum);
     coll.all_reduce_sum_f64(&mut flat)?;
     let loss_total = flat.pop().unwrap_or(0.0);
+    let forward_seconds = flat.pop().unwrap_or(0.0);
     let totals = FrameMetrics::from_flat(&flat[..model_len], future);
     let baselines = TrivialBaselines::from_flat(&flat[model_len..], future);
     Ok(Validation {
@@ -155,6 +165,7 @@ pub fn validate_with(
         frames: totals.means(),
         baselines: Some(baselines.means()),
         activity: None,
+        forward_seconds,
     })
 }
 

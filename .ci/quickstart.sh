@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
 # The main job on a fresh machine: install what is missing, build the release binaries, check the
 # machine and the quick-start config, generate a small Moving-MNIST set from the bundled MNIST
-# digits, train a tiny Conv-TT-LSTM on CPU with 2 workers through convtt-launch, and report.
-# Writes data/tiny-mmnist/ (once) and a new runs/quickstart-<time>/.
+# digits, train a small Conv-TT-LSTM on CPU with 2 workers through convtt-launch, evaluate it
+# beside the copy-last-frame and all-black predictors, and draw its predictions.
+# Writes data/quickstart-mmnist/ (once) and a new runs/quickstart-<time>/.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
 step() { printf '\n==> %s\n' "$*" >&2; }
 bin="$root/target/release"
-cfg="configs/tiny-cpu.toml"
-data="data/tiny-mmnist"
+cfg="configs/quickstart.toml"
+data="data/quickstart-mmnist"
 run="runs/quickstart-$(date +%Y%m%d-%H%M%S)"
 start=$SECONDS
 
@@ -28,8 +29,8 @@ if [[ -f "$data/dataset.toml" ]] && "$bin/convtt-data" verify "$data" > /dev/nul
   step "dataset $data is present and verifies"
 else
   step "convtt-data moving-mnist → $data"
-  "$bin/convtt-data" moving-mnist --out "$data" --force --train 256 --valid 32 --test 32 \
-    --frames 20 --seed 1 --shard-clips 128
+  "$bin/convtt-data" moving-mnist --out "$data" --force --train 2048 --valid 64 --test 128 \
+    --frames 20 --size 32 --digit-size 20 --digits 1 --seed 1 --shard-clips 512
   "$bin/convtt-data" verify "$data"
 fi
 
@@ -39,12 +40,12 @@ step "convtt-worker model-info --config $cfg"
 step "convtt-launch --cpu-workers 2 --config $cfg --run-dir $run"
 "$bin/convtt-launch" --cpu-workers 2 --config "$cfg" --run-dir "$run" --quiet-workers
 
-step "convtt-worker eval --split test (the horizons of train.eval_horizons)"
-"$bin/convtt-worker" eval --config "$cfg" --run-dir "$run" --checkpoint auto --split test
+step "convtt-worker eval --split test (the trained horizon, 5 frames)"
+"$bin/convtt-worker" eval --config "$cfg" --run-dir "$run" --checkpoint auto --split test --horizon 5
 
 step "convtt-worker predict → $run/plots/test-clip-0.{png,gif}"
 "$bin/convtt-worker" predict --config "$cfg" --run-dir "$run" --checkpoint auto --split test \
-  --clip 0 --out "$run/plots/test-clip-0.png" --gif "$run/plots/test-clip-0.gif"
+  --clip 0 --future 5 --out "$run/plots/test-clip-0.png" --gif "$run/plots/test-clip-0.gif"
 
 step "results in $run"
 cat "$run/summary.toml"

@@ -45,6 +45,40 @@ impl MnistImages {
         Self::parse(&bytes, path.display().to_string())
     }
 
+    /// Every image resampled to `size × size` by area averaging (each output pixel is the
+    /// mean of the input area it covers, fractional overlaps weighted), rounded to u8: digits
+    /// smaller than 28×28 for small frames (`moving-mnist --digit-size`).
+    pub fn resized(&self, size: usize) -> MnistImages {
+        if (size, size) == (self.rows, self.cols) {
+            return self.clone();
+        }
+        let wr = area_weights(self.rows, size);
+        let wc = area_weights(self.cols, size);
+        let mut pixels = Vec::with_capacity(self.count * size * size);
+        for k in 0..self.count {
+            let img = self.image(k);
+            for row in &wr {
+                for col in &wc {
+                    let v: f64 = row
+                        .iter()
+                        .flat_map(|&(r, a)| {
+                            col.iter()
+                                .map(move |&(c, b)| a * b * f64::from(img[r * self.cols + c]))
+                        })
+                        .sum();
+                    pixels.push(v.round().clamp(0.0, 255.0) as u8);
+                }
+            }
+        }
+        MnistImages {
+            origin: format!("{} resized to {size}x{size}", self.origin),
+            count: self.count,
+            rows: size,
+            cols: size,
+            pixels,
+        }
+    }
+
     /// Images from raw pixels (`count × rows × cols`).
     #[cfg(test)]
     pub(crate) fn from_raw(
@@ -126,6 +160,24 @@ pub fn find_idx(dir: &Path, stem: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// For each of `to` output cells over `from` input cells: the input cells it covers and the
+/// fraction of the output cell each covers (the fractions sum to 1).
+fn area_weights(from: usize, to: usize) -> Vec<Vec<(usize, f64)>> {
+    let scale = from as f64 / to as f64;
+    (0..to)
+        .map(|o| {
+            let (lo, hi) = (o as f64 * scale, (o + 1) as f64 * scale);
+            (lo.floor() as usize..(hi.ceil() as usize).min(from))
+                .map(|i| {
+                    let overlap = (hi.min(i as f64 + 1.0) - lo.max(i as f64)).max(0.0);
+                    (i, overlap / scale)
+                })
+                .filter(|&(_, w)| w > 0.0)
+                .collect()
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,5 +201,23 @@ mod tests {
         let e = MnistImages::parse(&raw, "y".into()).unwrap_err();
         assert!(e.to_string().contains("truncated"), "{e}");
         assert_eq!(e.exit_code(), crate::exit::DATA);
+    }
+
+    /// Area resampling keeps the mean brightness and, at half size, averages 2×2 blocks.
+    #[test]
+    fn resizing_averages_areas() {
+        let px: Vec<u8> = (0..16).map(|i| (i * 10) as u8).collect();
+        let img = MnistImages::from_raw("t".into(), 1, 4, 4, px.clone());
+        let half = img.resized(2);
+        assert_eq!((half.rows, half.cols), (2, 2));
+        // Block (0,0) = pixels 0, 1, 4, 5 → (0 + 10 + 40 + 50) / 4 = 25.
+        assert_eq!(half.image(0), &[25, 45, 105, 125]);
+        let third = img.resized(3);
+        let mean = |v: &[u8]| v.iter().map(|&x| f64::from(x)).sum::<f64>() / v.len() as f64;
+        assert!((mean(third.image(0)) - mean(&px)).abs() < 1.0);
+        assert_eq!(img.resized(4).image(0), &px[..]);
+        for w in area_weights(28, 14).iter().chain(&area_weights(28, 11)) {
+            assert!((w.iter().map(|p| p.1).sum::<f64>() - 1.0).abs() < 1e-12);
+        }
     }
 }

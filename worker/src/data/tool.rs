@@ -103,9 +103,13 @@ pub struct MovingMnistArgs {
     /// Digits per clip.
     #[arg(long, default_value_t = 2)]
     pub digits: usize,
-    /// Frame size (square, at least 28).
+    /// Frame size (square, at least the digit size).
     #[arg(long, default_value_t = 64)]
     pub size: usize,
+    /// Digit size: MNIST's 28×28 digits resampled to N×N (area averaging), for small frames
+    /// (e.g. `--size 32 --digit-size 14`: the paper's geometry at half the resolution).
+    #[arg(long, default_value_t = 28, value_name = "N")]
+    pub digit_size: usize,
     /// Seed: the same seed gives byte-identical shards.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -373,10 +377,16 @@ fn split_stream(name: &str) -> u64 {
 
 fn moving_mnist(a: MovingMnistArgs) -> Result<()> {
     let start = Instant::now();
-    if a.size < 28 || a.frames == 0 || a.digits == 0 {
+    if a.digit_size < 4 || a.digit_size > 28 || a.size < a.digit_size {
         return Err(Error::Usage(format!(
-            "--size must be at least 28 and --frames, --digits at least 1 (got {}, {}, {})",
-            a.size, a.frames, a.digits
+            "--digit-size must be 4 to 28 and --size at least the digit size (got {}, {})",
+            a.digit_size, a.size
+        )));
+    }
+    if a.frames == 0 || a.digits == 0 {
+        return Err(Error::Usage(format!(
+            "--frames and --digits must be at least 1 (got {}, {})",
+            a.frames, a.digits
         )));
     }
     let mut source = BTreeMap::new();
@@ -412,6 +422,10 @@ fn moving_mnist(a: MovingMnistArgs) -> Result<()> {
             (test, train)
         }
     };
+    let (test_digits, train_digits) = (
+        test_digits.resized(a.digit_size),
+        train_digits.resized(a.digit_size),
+    );
     source.insert(
         "generator".into(),
         "convtt-data moving-mnist (DDPAE rules)".into(),
@@ -428,8 +442,8 @@ fn moving_mnist(a: MovingMnistArgs) -> Result<()> {
         kind: DatasetKind::MovingMnist,
         clip_shape: [a.frames, 1, a.size, a.size],
         description: format!(
-            "Moving-MNIST: {} digits of 28x28 in {}x{} frames, {} frames per clip",
-            a.digits, a.size, a.size, a.frames
+            "Moving-MNIST: {} digits of {}x{} in {}x{} frames, {} frames per clip",
+            a.digits, a.digit_size, a.digit_size, a.size, a.size, a.frames
         ),
         source,
     };

@@ -375,6 +375,43 @@ fn split_stream(name: &str) -> u64 {
     }
 }
 
+/// The digits of the test split and of the train/valid splits: from `mnist` (the test file, and
+/// the training file when present), else the bundled test digits for every split.
+fn digit_sets(mnist: Option<&Path>) -> Result<(MnistImages, MnistImages)> {
+    match mnist {
+        None => {
+            tracing::info!("using the bundled 10,000 MNIST test digits for every split");
+            let t = MnistImages::bundled_test();
+            Ok((t.clone(), t))
+        }
+        Some(dir) => {
+            if !dir.is_dir() {
+                return Err(Error::Usage(format!(
+                    "--mnist {}: no such directory",
+                    dir.display()
+                )));
+            }
+            let test_path = find_idx(dir, "t10k-images-idx3-ubyte").ok_or_else(|| Error::Data {
+                path: dir.to_path_buf(),
+                msg: "no t10k-images-idx3-ubyte[.gz] (the MNIST test digits)".into(),
+            })?;
+            let test = MnistImages::load(&test_path)?;
+            let train = match find_idx(dir, "train-images-idx3-ubyte") {
+                Some(p) => MnistImages::load(&p)?,
+                None => {
+                    tracing::warn!(
+                        "{}: no train-images-idx3-ubyte[.gz]; train and valid clips use the test \
+                         digits too",
+                        dir.display()
+                    );
+                    test.clone()
+                }
+            };
+            Ok((test, train))
+        }
+    }
+}
+
 fn moving_mnist(a: MovingMnistArgs) -> Result<()> {
     let start = Instant::now();
     if a.digit_size < 4 || a.digit_size > 28 || a.size < a.digit_size {
@@ -390,38 +427,7 @@ fn moving_mnist(a: MovingMnistArgs) -> Result<()> {
         )));
     }
     let mut source = BTreeMap::new();
-    let (test_digits, train_digits) = match &a.mnist {
-        None => {
-            tracing::info!("using the bundled 10,000 MNIST test digits for every split");
-            let t = MnistImages::bundled_test();
-            (t.clone(), t)
-        }
-        Some(dir) => {
-            if !dir.is_dir() {
-                return Err(Error::Usage(format!(
-                    "--mnist {}: no such directory",
-                    dir.display()
-                )));
-            }
-            let test_path = find_idx(dir, "t10k-images-idx3-ubyte").ok_or_else(|| Error::Data {
-                path: dir.clone(),
-                msg: "no t10k-images-idx3-ubyte[.gz] (the MNIST test digits)".into(),
-            })?;
-            let test = MnistImages::load(&test_path)?;
-            let train = match find_idx(dir, "train-images-idx3-ubyte") {
-                Some(p) => MnistImages::load(&p)?,
-                None => {
-                    tracing::warn!(
-                        "{}: no train-images-idx3-ubyte[.gz]; train and valid clips use the test \
-                         digits too",
-                        dir.display()
-                    );
-                    test.clone()
-                }
-            };
-            (test, train)
-        }
-    };
+    let (test_digits, train_digits) = digit_sets(a.mnist.as_deref())?;
     let (test_digits, train_digits) = (
         test_digits.resized(a.digit_size),
         train_digits.resized(a.digit_size),

@@ -496,26 +496,8 @@ pub fn evaluate_source(
     cap: usize,
 ) -> Result<EvalReport> {
     let Context { cfg, rt } = ctx;
-    let horizons: Vec<usize> = if horizons.is_empty() {
-        cfg.train.eval_horizons.clone()
-    } else {
-        horizons.to_vec()
-    };
-    if horizons.contains(&0) {
-        return Err(Error::Usage("--horizon must be at least 1".into()));
-    }
+    let (horizons, future, ds) = horizons_to_evaluate(cfg, horizons)?;
     let input = cfg.data.input_frames;
-    let future = horizons.iter().copied().max().unwrap_or(1);
-    let ds = Dataset::open(Path::new(&cfg.data.dataset))?;
-    let t = ds.manifest().clip_shape[0];
-    if t < input + future {
-        return Err(Error::Usage(format!(
-            "{}: clips hold {t} frames, but evaluating {input} → {future} needs {} \
-             (data.input_frames + the longest --horizon)",
-            ds.root().display(),
-            input + future
-        )));
-    }
     let from_checkpoint;
     let from_weights;
     let (net, origin, step) = match source {
@@ -595,6 +577,35 @@ pub fn evaluate_source(
             Conventions::with_lpips(l.preset())
         }),
     })
+}
+
+/// The horizons to report (`requested`, else `train.eval_horizons`), the longest (the rollout)
+/// and the dataset, checked: every horizon at least 1, clips long enough for I + F frames.
+fn horizons_to_evaluate(
+    cfg: &ValidConfig,
+    requested: &[usize],
+) -> Result<(Vec<usize>, usize, Dataset)> {
+    let horizons: Vec<usize> = if requested.is_empty() {
+        cfg.train.eval_horizons.clone()
+    } else {
+        requested.to_vec()
+    };
+    if horizons.contains(&0) {
+        return Err(Error::Usage("--horizon must be at least 1".into()));
+    }
+    let input = cfg.data.input_frames;
+    let future = horizons.iter().copied().max().unwrap_or(1);
+    let ds = Dataset::open(Path::new(&cfg.data.dataset))?;
+    let t = ds.manifest().clip_shape[0];
+    if t < input + future {
+        return Err(Error::Usage(format!(
+            "{}: clips hold {t} frames, but evaluating {input} → {future} needs {} \
+             (data.input_frames + the longest --horizon)",
+            ds.root().display(),
+            input + future
+        )));
+    }
+    Ok((horizons, future, ds))
 }
 
 /// `convtt-worker eval`.

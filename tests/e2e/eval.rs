@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use crate::util::{bare, bin, repo, run, texts, TempDir};
+use crate::util::{bare, bin, moving_mnist, repo, run, texts, TempDir};
 
 /// Width and height of a PNG, read from its IHDR chunk.
 fn png_size(path: &Path) -> (u32, u32) {
@@ -220,29 +220,19 @@ fn train_then_eval_predict_export_and_plot() {
 fn a_short_training_run_beats_copying_the_last_frame_on_its_own_clips() {
     let dir = TempDir::new("learn");
     let data = dir.path().join("mm");
-    let out = run(bare(&bin("convtt-data"))
-        .args([
-            "moving-mnist",
-            "--train",
-            "16",
-            "--valid",
-            "4",
-            "--test",
-            "4",
-        ])
-        .args([
-            "--frames",
-            "10",
+    moving_mnist(
+        &data,
+        &[
             "--size",
             "32",
             "--digit-size",
             "20",
             "--digits",
             "1",
-        ])
-        .args(["--seed", "7", "--out"])
-        .arg(&data));
-    assert!(out.status.success(), "{}", texts(&out).1);
+            "--seed",
+            "7",
+        ],
+    );
     let run_dir = dir.path().join("run");
     let sets = |cmd: &mut std::process::Command| {
         cmd.arg("--config")

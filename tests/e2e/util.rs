@@ -78,34 +78,34 @@ pub fn tiny_dataset() -> PathBuf {
     DIR.get_or_init(|| {
         let dir = std::env::temp_dir().join(format!("convtt-e2e-data-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let out = run(Command::new(bin("convtt-data"))
-            .args([
-                "moving-mnist",
-                "--train",
-                "16",
-                "--valid",
-                "4",
-                "--test",
-                "4",
-            ])
-            .args([
-                "--frames",
-                "10",
-                "--seed",
-                "3",
-                "--shard-clips",
-                "8",
-                "--out",
-            ])
-            .arg(&dir));
-        let (_, stderr) = texts(&out);
-        assert!(
-            out.status.success(),
-            "convtt-data moving-mnist failed: {stderr}"
-        );
+        moving_mnist(&dir, &["--seed", "3", "--shard-clips", "8"]);
         dir
     })
     .clone()
+}
+
+/// Writes a 16/4/4-clip, 10-frame Moving MNIST dataset to `out` with the real `convtt-data`
+/// (`extra`: more of its flags), failing the test with its stderr if it fails.
+pub fn moving_mnist(out: &Path, extra: &[&str]) {
+    let result = run(bare(&bin("convtt-data"))
+        .args([
+            "moving-mnist",
+            "--train",
+            "16",
+            "--valid",
+            "4",
+            "--test",
+            "4",
+        ])
+        .args(["--frames", "10"])
+        .args(extra)
+        .arg("--out")
+        .arg(out));
+    assert!(
+        result.status.success(),
+        "convtt-data moving-mnist failed: {}",
+        texts(&result).1
+    );
 }
 
 /// Overrides that make `configs/tiny-cpu.toml` train `steps` steps on [`tiny_dataset`],

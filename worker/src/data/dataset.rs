@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use convtt_common::dataset::{DatasetManifest, ShardEntry, MANIFEST_FILE};
+use convtt_common::dataset::{DatasetManifest, ShardEntry, SplitManifest, MANIFEST_FILE};
 
 use super::progress::Progress;
 use super::shard::ShardReader;
@@ -294,89 +294,118 @@ pub fn verify(root: &Path) -> VerifyReport {
     for (split, s) in &manifest.splits {
         for entry in &s.shards {
             rep.shards += 1;
-            let path = root.join(&entry.path);
-            let shown = path.display();
-            match sha256_file(&path) {
-                Err(e) => {
-                    rep.problems.push(format!("{shown}: {e}"));
-                    progress.inc(entry.clips);
-                    continue;
-                }
-                Ok((sha, bytes)) => {
-                    rep.bytes += bytes;
-                    if bytes != entry.bytes {
-                        rep.problems.push(format!(
-                            "{shown}: {bytes} bytes but dataset.toml says {} (truncated or \
-                             replaced?)",
-                            entry.bytes
-                        ));
-                    }
-                    if sha != entry.sha256 {
-                        rep.problems.push(format!(
-                            "{shown}: sha256 mismatch: file has {sha}, dataset.toml says {}",
-                            entry.sha256
-                        ));
-                    }
-                }
-            }
-            let r = match ShardReader::open(&path) {
-                Ok(r) => r,
-                Err(e) => {
-                    rep.problems.push(e.to_string());
-                    progress.inc(entry.clips);
-                    continue;
-                }
-            };
-            rep.problems.extend(
-                header_problems(&manifest, split, entry, &r)
-                    .into_iter()
-                    .map(|p| format!("{shown}: {p}")),
+            let before = rep.clips;
+            verify_shard(
+                &mut rep,
+                root,
+                &manifest,
+                split,
+                entry,
+                &mut buf,
+                &mut progress,
             );
-            if let Err(e) = shard_labels(&r, manifest.classes.len()) {
-                rep.problems.push(e.to_string());
-            }
-            if r.info().shape != manifest.clip_shape {
-                progress.inc(entry.clips);
-                continue;
-            }
-            let mut failed = 0usize;
-            for i in 0..r.info().clips {
-                match r.read_clip(i, &mut buf) {
-                    Ok(()) => rep.clips += 1,
-                    Err(e) => {
-                        failed += 1;
-                        if failed <= CLIP_PROBLEMS_PER_SHARD {
-                            rep.problems.push(format!(
-                                "{e} (clip {} of split {split})",
-                                entry.first_index as usize + i
-                            ));
-                        }
-                    }
-                }
-                progress.inc(1);
-            }
-            if failed > CLIP_PROBLEMS_PER_SHARD {
-                rep.problems.push(format!(
-                    "{shown}: {} more clips cannot be read",
-                    failed - CLIP_PROBLEMS_PER_SHARD
-                ));
-            }
+            // Clips not read (an unreadable shard, a wrong shape) still count as checked.
+            let read = rep.clips - before;
+            progress.inc(entry.clips.saturating_sub(read));
         }
-        // Files in the split directory that dataset.toml does not list.
-        let listed: std::collections::BTreeSet<PathBuf> =
-            s.shards.iter().map(|e| root.join(&e.path)).collect();
-        if let Ok(dir) = std::fs::read_dir(root.join(split)) {
-            let mut extra: Vec<PathBuf> = dir
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| !listed.contains(p))
-                .collect();
-            extra.sort();
-            for p in extra {
-                rep.problems
-                    .push(format!("{}: not listed in dataset.toml", p.display()));
-            }
-        }
+        rep.problems.extend(unlisted_files(root, split, s));
     }
     progress.finish();
     rep
+}
+
+/// One shard of [`verify`]: its size and SHA-256 against the manifest, its header, its labels and
+/// every clip's readability. Counts read clips into `rep` and on `progress`.
+fn verify_shard(
+    rep: &mut VerifyReport,
+    root: &Path,
+    manifest: &DatasetManifest,
+    split: &str,
+    entry: &ShardEntry,
+    buf: &mut [u8],
+    progress: &mut Progress,
+) {
+    let path = root.join(&entry.path);
+    let shown = path.display();
+    match sha256_file(&path) {
+        Err(e) => {
+            rep.problems.push(format!("{shown}: {e}"));
+            return;
+        }
+        Ok((sha, bytes)) => {
+            rep.bytes += bytes;
+            if bytes != entry.bytes {
+                rep.problems.push(format!(
+                    "{shown}: {bytes} bytes but dataset.toml says {} (truncated or replaced?)",
+                    entry.bytes
+                ));
+            }
+            if sha != entry.sha256 {
+                rep.problems.push(format!(
+                    "{shown}: sha256 mismatch: file has {sha}, dataset.toml says {}",
+                    entry.sha256
+                ));
+            }
+        }
+    }
+    let r = match ShardReader::open(&path) {
+        Ok(r) => r,
+        Err(e) => {
+            rep.problems.push(e.to_string());
+            return;
+        }
+    };
+    rep.problems.extend(
+        header_problems(manifest, split, entry, &r)
+            .into_iter()
+            .map(|p| format!("{shown}: {p}")),
+    );
+    if let Err(e) = shard_labels(&r, manifest.classes.len()) {
+        rep.problems.push(e.to_string());
+    }
+    if r.info().shape != manifest.clip_shape {
+        return;
+    }
+    let mut failed = 0usize;
+    for i in 0..r.info().clips {
+        match r.read_clip(i, buf) {
+            Ok(()) => {
+                rep.clips += 1;
+                progress.inc(1);
+            }
+            Err(e) => {
+                failed += 1;
+                if failed <= CLIP_PROBLEMS_PER_SHARD {
+                    rep.problems.push(format!(
+                        "{e} (clip {} of split {split})",
+                        entry.first_index as usize + i
+                    ));
+                }
+            }
+        }
+    }
+    if failed > CLIP_PROBLEMS_PER_SHARD {
+        rep.problems.push(format!(
+            "{shown}: {} more clips cannot be read",
+            failed - CLIP_PROBLEMS_PER_SHARD
+        ));
+    }
+}
+
+/// Files in the split directory that dataset.toml does not list, as problems.
+fn unlisted_files(root: &Path, split: &str, s: &SplitManifest) -> Vec<String> {
+    let listed: std::collections::BTreeSet<PathBuf> =
+        s.shards.iter().map(|e| root.join(&e.path)).collect();
+    let Ok(dir) = std::fs::read_dir(root.join(split)) else {
+        return Vec::new();
+    };
+    let mut extra: Vec<PathBuf> = dir
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| !listed.contains(p))
+        .collect();
+    extra.sort();
+    extra
+        .iter()
+        .map(|p| format!("{}: not listed in dataset.toml", p.display()))
+        .collect()
 }

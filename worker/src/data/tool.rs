@@ -665,8 +665,9 @@ impl FrameImport {
                 f.videos.len(),
                 f.clips.len()
             );
-            let n = f.clips.len();
+            // Labels leave out videos, so the clips to split are counted after they apply.
             let k = im.add(f, labels)?;
+            let n = im.scanned[k].clips.len();
             im.plan.push((name.to_owned(), k, 0, n));
         }
         im.source
@@ -694,8 +695,8 @@ impl FrameImport {
                 f.videos.len(),
                 f.clips.len()
             );
-            let n = f.clips.len();
             let k = im.add(f, labels)?;
+            let n = im.scanned[k].clips.len();
             for (name, first, n) in assign(s, splits, n)? {
                 im.plan.push((name, k, first, n));
             }

@@ -47,7 +47,7 @@ done
 id munge >/dev/null 2>&1 || fail "no munge user: install munge"
 [[ -r /etc/munge/munge.key ]] || fail "/etc/munge/munge.key missing (munge's postinst creates it)"
 
-mkdir -p "$dir"/{state,spool,log,munge}
+mkdir -p "$dir"/{state,spool,log,munge,pmix}
 dir="$(cd "$dir" && pwd)"
 chown munge:munge "$dir/munge"; chmod 0755 "$dir/munge"   # munged: socket dir executable by all
 
@@ -92,6 +92,13 @@ KillWait=10
 MinJobAge=300
 NodeName=localhost CPUs=$cpus RealMemory=1000 State=UNKNOWN
 PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
+CONF
+
+# PMIx's per-step directories default to /tmp/spmix_appdir_<uid>_<job>.<step>; job ids restart
+# at 1 in every throw-away cluster, so a directory an earlier cluster's step left behind makes
+# the same step of this one fail to launch ("File exists"). Keep them inside this cluster.
+cat > "$dir/mpi.conf" <<CONF
+PMIxCliTmpDirBase=$dir/pmix
 CONF
 
 stop   # leftovers of an earlier run in the same directory

@@ -368,6 +368,14 @@ fn slurm_runs_a_sweep_job_array_and_a_training_job_through_the_templates() {
                 }
             }
         }
+        // A step that fails to launch says why only in the daemons' logs.
+        for d in ["slurmd", "slurmctld"] {
+            let path = dir.path().join("cluster/log").join(format!("{d}.log"));
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(25).collect();
+            s += &format!("\n== {}\n", path.display());
+            s += &tail.into_iter().rev().collect::<Vec<_>>().join("\n");
+        }
         s
     };
     assert!(finished, "jobs still queued after 400 s:{}", logs());

@@ -12,14 +12,22 @@
 //!   size; broadcast takes rank 0's bytes; barrier just answers;
 //! * relays the NCCL unique id of the attempt from rank 0 to every rank of every node;
 //! * enforces every timeout (startup, heartbeat, collective, NCCL id) and reports the rank at
-//!   fault as an [`AgentEvent::Failure`]; waiting ranks get `Failed` with the same message.
+//!   fault as an [`AgentEvent::Failure`]; waiting ranks get `Failed` with the same message;
+//! * runs a peer recovery ([`Attempt::peer_lost`]): the survivors are told `PeerLost` and
+//!   come back in `Standby` with the checksum of their shared state; once they all agree, the
+//!   lowest survivor donates its state to the replacement, which installs it and stands by
+//!   with the same checksum; then every rank is told `Resume` and collectives start again
+//!   from sequence 1. Disagreeing checksums or a recovery that does not complete in time are
+//!   failures (the supervisor falls back to the checkpoint restart).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use convtt_core::protocol::{frame_len, LauncherMsg, Progress, WorkerMsg, PROTOCOL_VERSION};
+use convtt_core::protocol::{
+    fnv1a64, frame_len, LauncherMsg, Progress, WorkerMsg, PROTOCOL_VERSION,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::mpsc;
@@ -67,6 +75,15 @@ pub enum AgentEvent {
     },
     /// The attempt cannot go on (a timeout or protocol violation); the text names the rank.
     Failure(String),
+    /// A peer recovery completed: every rank holds the same state and goes on.
+    Recovered {
+        /// The replaced rank.
+        rank: u32,
+        /// The step the group goes on from.
+        step: u64,
+        /// From the death to the resume.
+        seconds: f64,
+    },
 }
 
 /// Timing and layout of one attempt, as the hub needs it.
@@ -191,6 +208,16 @@ impl Attempt {
         let _ = self.hub.send(HubIn::Preempt(deadline));
     }
 
+    /// Rank `rank` died (`cause`) and a replacement is being started as attempt `attempt`:
+    /// the other ranks abandon their step and stand by (peer recovery).
+    pub fn peer_lost(&self, rank: u32, attempt: u32, cause: &str) {
+        let _ = self.hub.send(HubIn::PeerLost {
+            rank,
+            attempt,
+            cause: cause.to_owned(),
+        });
+    }
+
     /// The attempt is failing: every connected worker is told at once (`Failed` with `reason`),
     /// so one waiting in a collective or barrier — or in NCCL, whose watchdog sees the flag —
     /// stops and exits instead of sitting out the teardown's grace period.
@@ -205,6 +232,11 @@ enum HubIn {
     Closed(u64, Option<String>),
     Preempt(Duration),
     Abort(String),
+    PeerLost {
+        rank: u32,
+        attempt: u32,
+        cause: String,
+    },
     Remote(OpKey, ClusterResult<Remote>),
 }
 
@@ -361,6 +393,21 @@ struct RankState {
     conn: Option<u64>,
     hello: bool,
     last_seen: Instant,
+    /// When its process was started (the startup timeout counts from here).
+    since: Instant,
+}
+
+/// A dead rank being replaced from its peers' memory.
+struct Recovery {
+    lost: u32,
+    cause: String,
+    started: Instant,
+    /// Rank → (step, checksum) of every rank standing by.
+    standby: BTreeMap<u32, (u64, u64)>,
+    /// The replacement asked for the state.
+    wants_state: bool,
+    /// The donor was asked for it.
+    asked: bool,
 }
 
 struct Hub {
@@ -368,7 +415,6 @@ struct Hub {
     cluster: Cluster,
     events: mpsc::UnboundedSender<AgentEvent>,
     me: mpsc::UnboundedSender<HubIn>,
-    started: Instant,
     conns: HashMap<u64, (mpsc::UnboundedSender<LauncherMsg>, Option<u32>)>,
     ranks: BTreeMap<u32, RankState>,
     ops: BTreeMap<u64, Op>,
@@ -378,6 +424,7 @@ struct Hub {
     nccl_remote: bool,
     preempt: Option<Duration>,
     failed: bool,
+    recovery: Option<Recovery>,
 }
 
 impl Hub {
@@ -398,6 +445,7 @@ impl Hub {
                         conn: None,
                         hello: false,
                         last_seen: now,
+                        since: now,
                     },
                 )
             })
@@ -407,7 +455,6 @@ impl Hub {
             cluster,
             events,
             me,
-            started: now,
             conns: HashMap::new(),
             ranks,
             ops: BTreeMap::new(),
@@ -417,6 +464,7 @@ impl Hub {
             nccl_remote: false,
             preempt: None,
             failed: false,
+            recovery: None,
         }
     }
 
@@ -461,14 +509,22 @@ impl Hub {
             }
             HubIn::Closed(id, err) => {
                 if let Some((_, Some(rank))) = self.conns.remove(&id) {
-                    if let Some(r) = self.ranks.get_mut(&rank) {
+                    if let Some(r) = self.ranks.get_mut(&rank).filter(|r| r.conn == Some(id)) {
                         r.conn = None;
                     }
+                    // Not a failure by itself: a worker killed with unread data in its socket
+                    // resets the connection, and its exit is what the supervisor acts on; a
+                    // live worker whose connection broke fails its next request (exit 3).
                     if let Some(e) = err {
-                        self.fail(format!("rank {rank}: broken agent connection: {e}"));
+                        tracing::warn!(rank, "agent connection broken: {e}");
                     }
                 }
             }
+            HubIn::PeerLost {
+                rank,
+                attempt,
+                cause,
+            } => self.peer_lost(rank, attempt, cause),
             HubIn::Abort(reason) => {
                 self.failed = true;
                 self.ops.clear();
@@ -530,6 +586,15 @@ impl Hub {
             }
             WorkerMsg::NcclId(id) => self.nccl_published(r, id),
             WorkerMsg::WantNcclId => self.nccl_wanted(r),
+            // During a recovery no collective can complete: the rank was told `PeerLost`,
+            // which answers this request.
+            WorkerMsg::AllReduce { .. }
+            | WorkerMsg::Broadcast { .. }
+            | WorkerMsg::Barrier { .. }
+                if self.recovery.is_some() => {}
+            WorkerMsg::Standby { step, checksum } => self.standby(r, step, checksum),
+            WorkerMsg::WantState => self.state_wanted(r),
+            WorkerMsg::State { checksum, data } => self.state_donated(r, checksum, data),
             WorkerMsg::AllReduce { seq, data } => {
                 self.contribute(r, seq, Kind::AllReduce, Vec::new(), data)
             }
@@ -862,6 +927,29 @@ impl Hub {
         if self.failed {
             return; // one failure tears the attempt down; don't pile on
         }
+        // A recovery has its own deadline; ranks standing by send no heartbeats.
+        if let Some(rec) = &self.recovery {
+            let limit = self.recovery_timeout();
+            if now.duration_since(rec.started) > limit {
+                let missing: Vec<u32> = self
+                    .spec
+                    .local_ranks
+                    .iter()
+                    .copied()
+                    .filter(|r| !rec.standby.contains_key(r))
+                    .collect();
+                let msg = format!(
+                    "peer recovery of rank {} did not complete within {:.1} s (not standing by: \
+                     rank{} {})",
+                    rec.lost,
+                    limit.as_secs_f64(),
+                    if missing.len() > 1 { "s" } else { "" },
+                    join(&missing)
+                );
+                self.fail(msg);
+            }
+            return;
+        }
         // Startup and heartbeats. A rank blocked in a collective is covered by its timeout.
         let busy: BTreeSet<u32> = self
             .ops
@@ -872,7 +960,7 @@ impl Hub {
         for (&r, st) in &self.ranks {
             if !st.hello {
                 if let Some(limit) = self.spec.startup_timeout {
-                    if now.duration_since(self.started) > limit {
+                    if now.duration_since(st.since) > limit {
                         problems.push(format!(
                             "rank {r} did not connect to the agent socket within {:.1} s of its start",
                             limit.as_secs_f64()
@@ -893,6 +981,160 @@ impl Hub {
         if let Some(p) = problems.into_iter().next() {
             self.fail(p);
         }
+    }
+}
+
+impl Hub {
+    /// The time a peer recovery may take: the replacement's start-up plus the state transfer.
+    fn recovery_timeout(&self) -> Duration {
+        self.spec
+            .startup_timeout
+            .unwrap_or(self.spec.collective_timeout)
+            .max(self.spec.collective_timeout)
+    }
+
+    /// The supervisor replaces `rank`: tell every other rank, forget the collectives in flight
+    /// (they can never complete) and wait for the standbys.
+    fn peer_lost(&mut self, rank: u32, attempt: u32, cause: String) {
+        tracing::warn!(rank, attempt, "peer recovery: {cause}");
+        self.spec.attempt = attempt;
+        self.ops.clear();
+        let now = Instant::now();
+        if let Some(st) = self.ranks.get_mut(&rank) {
+            st.hello = false;
+            st.conn = None;
+            st.since = now;
+        }
+        let msg = LauncherMsg::PeerLost {
+            rank,
+            msg: cause.clone(),
+        };
+        for r in self
+            .ranks
+            .keys()
+            .copied()
+            .filter(|&r| r != rank)
+            .collect::<Vec<_>>()
+        {
+            self.send_rank(r, msg.clone());
+        }
+        self.recovery = Some(Recovery {
+            lost: rank,
+            cause,
+            started: now,
+            standby: BTreeMap::new(),
+            wants_state: false,
+            asked: false,
+        });
+    }
+
+    fn standby(&mut self, rank: u32, step: u64, checksum: u64) {
+        let Some(rec) = self.recovery.as_mut() else {
+            let msg = format!("rank {rank} stood by for a peer recovery, but none is under way");
+            self.send_rank(rank, LauncherMsg::Failed { msg: msg.clone() });
+            return self.fail(msg);
+        };
+        rec.standby.insert(rank, (step, checksum));
+        self.advance_recovery();
+    }
+
+    fn state_wanted(&mut self, rank: u32) {
+        match self.recovery.as_mut() {
+            Some(rec) if rec.lost == rank => rec.wants_state = true,
+            _ => {
+                let msg = format!("rank {rank} asked for a peer's state, but it replaces no one");
+                self.send_rank(rank, LauncherMsg::Failed { msg: msg.clone() });
+                return self.fail(msg);
+            }
+        }
+        self.advance_recovery();
+    }
+
+    fn state_donated(&mut self, rank: u32, checksum: u64, data: Vec<u8>) {
+        let Some(rec) = self.recovery.as_ref() else {
+            return self.fail(format!("rank {rank} sent its state outside a recovery"));
+        };
+        let got = fnv1a64(&data);
+        let announced = rec.standby.get(&rank).map(|s| s.1);
+        if got != checksum || announced != Some(checksum) {
+            return self.fail(format!(
+                "peer recovery of rank {}: the state donated by rank {rank} has checksum \
+                 {got:016x}, {checksum:016x} was announced",
+                rec.lost
+            ));
+        }
+        tracing::info!(
+            rank,
+            bytes = data.len(),
+            "peer recovery: state donated to rank {}",
+            rec.lost
+        );
+        let lost = rec.lost;
+        self.send_rank(lost, LauncherMsg::State { checksum, data });
+    }
+
+    /// Once every survivor stands by with the same state: ask the donor for it (when the
+    /// replacement wants it); once the replacement stands by with that state too: resume.
+    fn advance_recovery(&mut self) {
+        let Some(rec) = self.recovery.as_mut() else {
+            return;
+        };
+        let survivors: Vec<u32> = self
+            .spec
+            .local_ranks
+            .iter()
+            .copied()
+            .filter(|&r| r != rec.lost)
+            .collect();
+        if !survivors.iter().all(|r| rec.standby.contains_key(r)) {
+            return;
+        }
+        let donor = survivors[0];
+        let want = rec.standby[&donor];
+        if let Some(&r) = survivors.iter().find(|r| rec.standby[*r] != want) {
+            let got = rec.standby[&r];
+            let msg = format!(
+                "peer recovery of rank {}: the survivors' states disagree (rank {donor}: step {} \
+                 checksum {:016x}; rank {r}: step {} checksum {:016x})",
+                rec.lost, want.0, want.1, got.0, got.1
+            );
+            return self.fail(msg);
+        }
+        if rec.wants_state && !rec.asked {
+            rec.asked = true;
+            return self.send_rank(donor, LauncherMsg::SendState);
+        }
+        let Some(&mine) = rec.standby.get(&rec.lost) else {
+            return;
+        };
+        if mine != want {
+            let msg = format!(
+                "peer recovery of rank {}: after installing the donated state it stands at step \
+                 {} checksum {:016x}, the group at step {} checksum {:016x}",
+                rec.lost, mine.0, mine.1, want.0, want.1
+            );
+            return self.fail(msg);
+        }
+        let rec = self.recovery.take().expect("checked above");
+        let seconds = rec.started.elapsed().as_secs_f64();
+        let resume = LauncherMsg::Resume {
+            attempt: self.spec.attempt,
+            lost_rank: rec.lost,
+            cause: rec.cause.clone(),
+            millis: (seconds * 1000.0) as u64,
+        };
+        let now = Instant::now();
+        for st in self.ranks.values_mut() {
+            st.last_seen = now;
+        }
+        for r in self.spec.local_ranks.clone() {
+            self.send_rank(r, resume.clone());
+        }
+        let _ = self.events.send(AgentEvent::Recovered {
+            rank: rec.lost,
+            step: want.0,
+            seconds,
+        });
     }
 }
 

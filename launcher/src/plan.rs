@@ -121,6 +121,8 @@ pub struct Timing {
     pub preempt_deadline: Duration,
     /// Restart budget.
     pub policy: Policy,
+    /// `launch.recovery = "peer"`: replace a dead worker from its peers' memory when possible.
+    pub peer_recovery: bool,
 }
 
 impl Timing {
@@ -133,6 +135,7 @@ impl Timing {
             startup_timeout: (l.startup_timeout_secs > 0.0).then(|| s(l.startup_timeout_secs)),
             collective_timeout: s(l.collective_timeout_secs),
             preempt_deadline: s(l.preempt_deadline_secs),
+            peer_recovery: l.recovery == convtt_core::config::Recovery::Peer,
             policy: Policy {
                 max_restarts: l.max_restarts,
                 base_delay: s(l.restart_delay_secs),
@@ -198,6 +201,7 @@ impl Plan {
             run_dir: self.run_dir.clone(),
             attempt,
             cpus: slot.cpus.to_string(),
+            recover: false,
         }
     }
 
@@ -236,6 +240,19 @@ impl Plan {
                 self.node_rank, self.host, slot.rank, slot.device, slot.cpus
             ),
         }
+    }
+
+    /// The spec of a worker that replaces `slot`'s dead one in a running group (peer
+    /// recovery, `CONVTT_RECOVER=1`): same rank, CPUs and device, the new attempt number.
+    pub fn replacement_spec(&self, slot: &Slot, attempt: u32) -> ChildSpec {
+        let mut spec = self.child_spec(slot, attempt);
+        for (k, v) in &mut spec.env {
+            if k == convtt_core::env::RECOVER {
+                *v = "1".into();
+            }
+        }
+        spec.header = spec.header.replacen("attempt", "attempt (replacement)", 1);
+        spec
     }
 
     /// The plan as printed at start.

@@ -11,6 +11,14 @@
 //!   teardown once `launch.preempt_deadline_secs` has passed;
 //! * every worker exiting 0 → done.
 //!
+//! Peer recovery (`launch.recovery = "peer"`, CPU workers on one node): a worker that dies
+//! with a retryable exit while others are healthy is replaced in place — same rank, CPUs and
+//! device, the next attempt number — and the agent hub moves a healthy peer's state into it
+//! (see `agent.rs`); the group redoes the abandoned step and nothing is torn down. Any failure
+//! while a recovery is under way (the replacement or a survivor dying, disagreeing state
+//! checksums, the recovery's deadline) falls back to the checkpoint restart. Recoveries count
+//! against `launch.max_restarts` like restarts.
+//!
 //! Exits of workers we are tearing down are collateral and never count as causes. When the
 //! attempt is over every process group is gone; then [`restart::classify`] and, across nodes,
 //! [`Cluster::agree`] give the verdict and [`restart::decide`] what to do.
@@ -47,8 +55,19 @@ pub async fn run(
     let mut attempt = 0;
     loop {
         cluster.begin_attempt(attempt);
-        let ended = run_attempt(plan, cluster, &server, attempt, &mut shutdown, &console).await?;
+        let ended = run_attempt(
+            plan,
+            cluster,
+            &server,
+            (attempt, restarts),
+            &mut shutdown,
+            &console,
+        )
+        .await?;
         console.finish();
+        // Peer recoveries inside the attempt used restarts and attempt numbers.
+        restarts += ended.recoveries;
+        attempt = ended.attempt;
         let mine = restart::classify(&ended.causes, ended.preempted);
         let verdict = cluster.agree(attempt, mine).await?;
         match restart::decide(verdict, restarts, &plan.timing.policy) {
@@ -107,6 +126,10 @@ pub async fn run(
 /// How one attempt ended on this node.
 #[derive(Debug, Default)]
 struct Ended {
+    /// The attempt number it ended with (peer recoveries raise it).
+    attempt: u32,
+    /// Peer recoveries that completed or were started.
+    recoveries: u32,
     causes: Vec<Cause>,
     preempted: bool,
     /// The root failure and its stderr tail, for messages (starts with ": " when set).
@@ -124,20 +147,22 @@ struct Worker {
 struct Reaction {
     fail: Option<(Cause, String)>,
     preempt: bool,
+    /// Start a replacement for this rank (peer recovery).
+    replace: Option<u32>,
 }
 
 impl Reaction {
     fn fail(cause: Cause, detail: String) -> Self {
         Reaction {
             fail: Some((cause, detail)),
-            preempt: false,
+            ..Reaction::default()
         }
     }
 
     fn preempt() -> Self {
         Reaction {
-            fail: None,
             preempt: true,
+            ..Reaction::default()
         }
     }
 }
@@ -160,6 +185,10 @@ struct Attempt<'a> {
     killed: bool,
     /// The preempt protocol's deadline.
     preempt_until: Option<Instant>,
+    /// Restarts used before this attempt (the budget peer recoveries draw on too).
+    restarts_before: u32,
+    /// The rank being replaced from its peers' memory.
+    recovering: Option<u32>,
 }
 
 type WorkerTasks = JoinSet<(u32, Exit, Vec<String>)>;
@@ -168,11 +197,12 @@ async fn run_attempt(
     plan: &Plan,
     cluster: &Cluster,
     server: &AgentServer,
-    attempt: u32,
+    (attempt, restarts): (u32, u32),
     shutdown: &mut Shutdown,
     console: &Arc<Console>,
 ) -> Result<Ended> {
     let (mut a, mut tasks, mut events) = Attempt::start(plan, cluster, server, attempt, console)?;
+    a.restarts_before = restarts;
     // Start from `Run`: a level raised before this attempt (during the back-off or the
     // consensus) must still preempt it.
     let mut seen = Stop::Run;
@@ -195,6 +225,12 @@ async fn run_attempt(
                 Reaction::default()
             }
         };
+        if let Some(rank) = reaction.replace {
+            if let Err(e) = a.spawn_replacement(rank, server, &mut tasks) {
+                let msg = format!("cannot start a replacement for rank {rank}: {e}");
+                a.react(Reaction::fail(Cause::Hung(msg.clone()), format!(": {msg}")));
+            }
+        }
         a.react(reaction);
     }
     Ok(a.finish().await)
@@ -264,10 +300,15 @@ impl<'a> Attempt<'a> {
             agent,
             alive: workers.keys().copied().collect(),
             workers,
-            ended: Ended::default(),
+            ended: Ended {
+                attempt: number,
+                ..Ended::default()
+            },
             teardown: None,
             killed: false,
             preempt_until: None,
+            restarts_before: 0,
+            recovering: None,
         };
         Ok((attempt, tasks, events))
     }
@@ -294,8 +335,12 @@ impl<'a> Attempt<'a> {
                 tracing::warn!(rank, "worker exited 4 (preempted)");
                 return Reaction::preempt();
             }
+            _ if self.may_recover(rank, exit) => return self.recover(rank, exit, tail),
             _ => {
                 let mut d = format!(": rank {rank} (pid {}) failed with {exit}", w.pid);
+                if let Some(lost) = self.recovering {
+                    d += &format!(" while rank {lost} was being recovered from its peers");
+                }
                 if let Some(g) = &w.goodbye {
                     d += &format!(" ({g})");
                 }
@@ -337,6 +382,18 @@ impl<'a> Attempt<'a> {
                 }
             }
             AgentEvent::Checkpoint { .. } => {}
+            AgentEvent::Recovered {
+                rank,
+                step,
+                seconds,
+            } => {
+                tracing::warn!(
+                    "rank {rank} recovered from its peers' memory in {seconds:.2} s; the group \
+                     goes on from step {step} (attempt {}): no step lost",
+                    self.number
+                );
+                self.recovering = None;
+            }
             AgentEvent::Failure(msg) if self.teardown.is_none() => {
                 let detail = format!(": {msg}");
                 return Reaction::fail(Cause::Hung(msg), detail);
@@ -344,6 +401,88 @@ impl<'a> Attempt<'a> {
             AgentEvent::Failure(_) => {}
         }
         Reaction::default()
+    }
+
+    /// Whether rank `rank`, which just died with `exit`, can be replaced from its peers'
+    /// memory: peer recovery is on, the workers are CPU workers on this one node, the rank
+    /// had joined, others are alive, nothing else is going on (teardown, preemption, another
+    /// recovery) and the restart budget has room.
+    fn may_recover(&self, rank: u32, exit: Exit) -> bool {
+        let p = self.plan;
+        let cpu = p
+            .slots
+            .iter()
+            .all(|s| s.device == convtt_core::WorkerDevice::Cpu);
+        let used = self.restarts_before + self.ended.recoveries;
+        p.timing.peer_recovery
+            && cpu
+            && p.num_nodes == 1
+            && matches!(restart::classify_exit(exit), restart::Verdict::Retry { .. })
+            && self.workers[&rank].connected
+            && !self.alive.is_empty()
+            && self.teardown.is_none()
+            && !self.ended.preempted
+            && self.recovering.is_none()
+            && used < p.timing.policy.max_restarts
+    }
+
+    /// Starts the peer recovery of `rank`: the next attempt number, the hub told, and a
+    /// replacement asked of [`run_attempt`].
+    fn recover(&mut self, rank: u32, exit: Exit, tail: &[String]) -> Reaction {
+        let pid = self.workers[&rank].pid;
+        self.number += 1;
+        self.ended.attempt = self.number;
+        self.ended.recoveries += 1;
+        self.recovering = Some(rank);
+        let used = self.restarts_before + self.ended.recoveries;
+        let last = tail
+            .last()
+            .map_or(String::new(), |l| format!(" (last stderr line: {l})"));
+        tracing::warn!(
+            "rank {rank} (pid {pid}) failed with {exit}{last}; replacing it from its peers' \
+             memory as attempt {} (restart {used} of {})",
+            self.number,
+            self.plan.timing.policy.max_restarts
+        );
+        self.agent.peer_lost(rank, self.number, &exit.to_string());
+        Reaction {
+            replace: Some(rank),
+            ..Reaction::default()
+        }
+    }
+
+    /// Spawns the replacement of `rank` (same slot, `CONVTT_RECOVER=1`).
+    fn spawn_replacement(
+        &mut self,
+        rank: u32,
+        server: &AgentServer,
+        tasks: &mut WorkerTasks,
+    ) -> Result<()> {
+        let slot = self
+            .plan
+            .slots
+            .iter()
+            .find(|s| s.rank == rank)
+            .ok_or_else(|| Error::Internal(format!("no slot for rank {rank}")))?;
+        let mut child = Child::spawn(
+            &self.plan.replacement_spec(slot, self.number),
+            self.console.clone(),
+        )?;
+        server.admit(child.pid().as_raw() as u32);
+        self.workers.insert(
+            rank,
+            Worker {
+                pid: child.pid(),
+                connected: false,
+                goodbye: None,
+            },
+        );
+        self.alive.insert(rank);
+        tasks.spawn(async move {
+            let exit = child.wait().await;
+            (child.rank(), exit, child.tail())
+        });
+        Ok(())
     }
 
     /// The launcher received a signal: preempt, or (a second SIGINT) stop now.

@@ -15,6 +15,10 @@ mod model;
 /// resume, refusal of a mismatched checkpoint, fallback from a corrupt one.
 mod train;
 
+/// Peer recovery: a killed worker replaced from its peer's memory (no step lost, bitwise the
+/// same parameters) and the fallbacks to the checkpoint restart.
+mod recovery;
+
 /// `convtt-data`: generation, import, inspect/verify/preview/bench, exit codes, h5py interop.
 mod data;
 

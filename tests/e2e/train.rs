@@ -101,6 +101,8 @@ fn a_killed_worker_restarts_from_the_last_checkpoint_and_continues_identically()
     // failing, not when SIGKILL ends the grace period.
     let mut crash_ov = ov.clone();
     crash_ov.push("launch.grace_secs=600".into());
+    // The checkpoint restart itself (peer recovery has its own tests in recovery.rs).
+    crash_ov.push("launch.recovery=\"checkpoint\"".into());
     let child = launch(&crashed, &crash_ov, &["--max-restarts", "2"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -160,12 +160,29 @@ fn apply_retention(
 
 /// Removes temporary directories left by interrupted checkpoints (rank 0, before training).
 pub fn remove_stale_tmp(root: &Path) {
+    remove_tmp_where(root, |name| {
+        name.contains(".tmp-") || name.contains(".old-")
+    });
+}
+
+/// After a peer recovery into attempt `attempt`: removes the uncommitted directories of
+/// earlier attempts (the checkpoint abandoned when a rank died), keeping those the group
+/// is writing now.
+pub fn remove_abandoned_tmp(root: &Path, attempt: u32) {
+    remove_tmp_where(root, |name| {
+        name.rsplit_once(".tmp-a")
+            .and_then(|(_, a)| a.parse::<u32>().ok())
+            .is_some_and(|a| a < attempt)
+    });
+}
+
+fn remove_tmp_where(root: &Path, stale: impl Fn(&str) -> bool) {
     let Ok(entries) = std::fs::read_dir(root) else {
         return;
     };
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        if name.starts_with("step-") && (name.contains(".tmp-") || name.contains(".old-")) {
+        if name.starts_with("step-") && stale(&name) {
             tracing::warn!(
                 "removing an uncommitted checkpoint directory: {}",
                 e.path().display()

@@ -24,6 +24,10 @@ pub enum Error {
     /// A peer or collective failed (retried by the launcher).
     #[error("{0}")]
     Peer(String),
+    /// A peer died and the launcher is replacing it: the step in flight is abandoned and the
+    /// trainer stands by at its recovery point (exit 3 where it cannot).
+    #[error("{0}")]
+    PeerLost(String),
     /// The run was preempted after committing a checkpoint (requeue).
     #[error("preempted after committing the checkpoint of step {0}")]
     Preempted(u64),
@@ -87,7 +91,7 @@ impl Error {
             | Error::Common(convtt_common::Error::Format { .. })
             | Error::Data { .. } => exit::DATA,
             Error::Unavailable(_) => exit::UNAVAILABLE,
-            Error::Peer(_) => exit::PEER,
+            Error::Peer(_) | Error::PeerLost(_) => exit::PEER,
             Error::Preempted(_) => exit::PREEMPTED,
             Error::Common(_) | Error::Io { .. } | Error::Torch(_) | Error::Internal(_) => 1,
         }

@@ -129,6 +129,19 @@ impl Runtime {
         self.env.as_ref().map_or(0, |e| e.attempt)
     }
 
+    /// A peer recovery moved the group to attempt `attempt` (the names of the checkpoint
+    /// directories being written follow it, on every rank alike).
+    pub fn set_attempt(&mut self, attempt: u32) {
+        if let Some(e) = self.env.as_mut() {
+            e.attempt = attempt;
+        }
+    }
+
+    /// This worker replaces a dead one: its state comes from a peer (`CONVTT_RECOVER=1`).
+    pub fn replacing(&self) -> bool {
+        self.env.as_ref().is_some_and(|e| e.recover)
+    }
+
     /// Where and on which slice of the data this worker reads.
     pub fn placement(&self) -> crate::data::Placement {
         crate::data::Placement {

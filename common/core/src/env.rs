@@ -30,7 +30,13 @@ pub const ATTEMPT: &str = "CONVTT_ATTEMPT";
 /// The CPU list the worker was pinned to (e.g. `0-3,64-67`), for its logs.
 pub const CPUS: &str = "CONVTT_CPUS";
 
-/// Every variable of the contract, in documentation order.
+/// `1` in a worker the launcher started to replace a dead one of a running group: it takes the
+/// shared training state from a healthy peer instead of a checkpoint (peer recovery). Optional:
+/// absent means `0`.
+pub const RECOVER: &str = "CONVTT_RECOVER";
+
+/// Every variable of the contract, in documentation order ([`RECOVER`] is optional and not
+/// among them).
 pub const ALL: [&str; 11] = [
     RANK,
     WORLD_SIZE,
@@ -101,6 +107,8 @@ pub struct WorkerEnv {
     pub attempt: u32,
     /// The CPU list the worker is pinned to (informational).
     pub cpus: String,
+    /// A replacement of a dead worker: its state comes from a peer ([`RECOVER`]).
+    pub recover: bool,
 }
 
 /// A missing or malformed contract variable.
@@ -158,6 +166,16 @@ impl WorkerEnv {
             run_dir: PathBuf::from(text(RUN_DIR)?),
             attempt: num(ATTEMPT)?,
             cpus: text(CPUS)?,
+            recover: match get(RECOVER).as_deref().map(str::trim) {
+                None | Some("" | "0") => false,
+                Some("1") => true,
+                Some(v) => {
+                    return Err(EnvError {
+                        var: RECOVER,
+                        msg: format!("expected 0 or 1, got {v:?}"),
+                    })
+                }
+            },
         };
         env.check()?;
         Ok(Some(env))
@@ -207,7 +225,8 @@ impl WorkerEnv {
         Ok(())
     }
 
-    /// The variables as `(name, value)` pairs, in [`ALL`] order (what the launcher sets).
+    /// The variables as `(name, value)` pairs, in [`ALL`] order, then [`RECOVER`] (what the
+    /// launcher sets).
     pub fn to_vars(&self) -> Vec<(&'static str, String)> {
         vec![
             (RANK, self.rank.to_string()),
@@ -221,6 +240,7 @@ impl WorkerEnv {
             (RUN_DIR, self.run_dir.display().to_string()),
             (ATTEMPT, self.attempt.to_string()),
             (CPUS, self.cpus.clone()),
+            (RECOVER, u8::from(self.recover).to_string()),
         ]
     }
 }
@@ -244,6 +264,7 @@ mod tests {
             run_dir: "runs/x".into(),
             attempt: 2,
             cpus: "8-15".into(),
+            recover: true,
         }
     }
 

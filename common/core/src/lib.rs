@@ -13,6 +13,7 @@
 //! | [`env`](mod@env) | the worker environment contract (`CONVTT_*` variables) |
 //! | [`protocol`] | the agent channel between a worker and its launcher (messages, codec, client) |
 //! | [`exit`] | exit codes |
+//! | [`fault`] | fault injection (`CONVTT_FAULT`) for rehearsing recovery |
 //! | [`sweep`] | sweep plans: trial ids, parameters and FLOPs |
 //! | [`summary`] | parameter, FLOP and activation-memory accounting of a model config |
 //! | [`npy`], [`fsutil`], [`plot`], [`telemetry`] | `.npy` codec, atomic writes and checksums, plot helpers, logging |
@@ -28,6 +29,7 @@ pub mod dataset;
 pub mod env;
 mod error;
 pub mod exit;
+pub mod fault;
 pub mod fsutil;
 pub mod metric;
 pub mod npy;

@@ -22,7 +22,10 @@ impl std::fmt::Debug for Agent {
 }
 
 fn peer(e: convtt_core::AgentError) -> Error {
-    Error::Peer(e.to_string())
+    match e {
+        convtt_core::AgentError::PeerLost { .. } => Error::PeerLost(e.to_string()),
+        e => Error::Peer(e.to_string()),
+    }
 }
 
 impl Agent {
@@ -126,6 +129,19 @@ impl Collective for Agent {
                 tracing::debug!("goodbye not delivered: {e}");
             }
         }
+    }
+
+    fn standby(
+        &mut self,
+        step: u64,
+        checksum: u64,
+        donate: &mut dyn FnMut() -> Vec<u8>,
+    ) -> Result<convtt_core::protocol::Resumed> {
+        self.client()?.standby(step, checksum, donate).map_err(peer)
+    }
+
+    fn fetch_state(&mut self) -> Result<Vec<u8>> {
+        self.client()?.fetch_state().map_err(peer)
     }
 
     fn checkpoint_committed(&mut self, step: u64, path: &std::path::Path) -> Result<()> {

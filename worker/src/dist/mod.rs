@@ -31,6 +31,25 @@ pub trait Collective {
     }
     /// Tells the supervisor why this worker is about to exit with `code` (best effort).
     fn goodbye(&mut self, _code: i32, _reason: &str) {}
+    /// Peer recovery: this rank holds the shared state at its recovery point (`step`,
+    /// `checksum`); returns when the launcher resumes the group. `donate` serialises the
+    /// state when this rank is chosen as the donor. Only the agent backend supports it.
+    fn standby(
+        &mut self,
+        _step: u64,
+        _checksum: u64,
+        _donate: &mut dyn FnMut() -> Vec<u8>,
+    ) -> Result<convtt_core::protocol::Resumed> {
+        Err(crate::error::Error::Peer(
+            "peer recovery needs the agent backend (CPU workers under convtt-launch)".into(),
+        ))
+    }
+    /// Peer recovery, in the replacement: the group's shared state from a healthy peer.
+    fn fetch_state(&mut self) -> Result<Vec<u8>> {
+        Err(crate::error::Error::Peer(
+            "peer recovery needs the agent backend (CPU workers under convtt-launch)".into(),
+        ))
+    }
     /// Rank 0: tells the supervisor a checkpoint was committed.
     fn checkpoint_committed(&mut self, _step: u64, _path: &std::path::Path) -> Result<()> {
         Ok(())

@@ -9,6 +9,8 @@
 //! | `save.rs` | checkpoint save/commit/restore and the typed [`save::TrainerState`] |
 //! | `task.rs` | prediction or activity recognition |
 //! | `metrics_log.rs` | `metrics.jsonl` |
+//! | `recovery.rs` | peer recovery's shared state ([`recovery::PeerState`]) and the loop's [`recovery::Stage`] |
+//! | `faults.rs` | `CONVTT_FAULT` injection points |
 //! | `optim.rs`, `schedule.rs` | the flat buffer with Adam and loss scaling; LR and scheduled-sampling schedules |
 //! | `activity.rs` | the activity-recognition task |
 //!
@@ -20,8 +22,10 @@
 //! element, no extra collective. A second SIGINT exits at once.
 
 pub mod activity;
+mod faults;
 mod metrics_log;
 pub mod optim;
+mod recovery;
 pub mod save;
 pub mod schedule;
 mod step;

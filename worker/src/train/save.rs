@@ -2,6 +2,7 @@
 //! committed at the next step boundary (ARCHITECTURE §5), and the typed [`TrainerState`] a
 //! manifest carries besides the flat buffers.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use convtt_common::checkpoint::{Manifest, RankState, FORMAT_VERSION, MANIFEST};
@@ -11,7 +12,6 @@ use serde::{Deserialize, Serialize};
 use super::optim::{FlatParams, LossScaler};
 use super::schedule::Schedules;
 use super::step::mask_seed;
-use super::validate::Validation;
 use crate::checkpoint as ckpt;
 use crate::error::{Error, Result};
 use crate::runtime::Runtime;
@@ -83,7 +83,7 @@ pub fn begin_save(
     flat: &FlatParams,
     sched: &Schedules,
     cur: &Cursor,
-    valid: Option<&Validation>,
+    metrics: BTreeMap<String, f64>,
 ) -> PendingSave {
     let (rank, world) = (rt.rank(), rt.world());
     let tmp = ckpt::tmp_dir(&rt.run.checkpoints(), cur.step, rt.attempt());
@@ -105,12 +105,6 @@ pub fn begin_save(
         )
     });
     let manifest = (rank == 0).then(|| {
-        let metrics = valid
-            .map(Validation::summary)
-            .into_iter()
-            .flatten()
-            .map(|(m, x)| (m.valid_name(), x))
-            .collect();
         let state = TrainerState {
             adam_steps: flat.adam_steps,
             batches_done: cur.batches_done,
@@ -138,6 +132,22 @@ pub fn begin_save(
         tmp,
         manifest,
         bytes: checkpoint_bytes(flat.numel()),
+    }
+}
+
+impl PendingSave {
+    /// Gives the checkpoint up (a peer died before it was committed): waits for the writer
+    /// thread so nothing writes behind the trainer's back; the directory stays for rank 0 to
+    /// sweep.
+    pub fn abandon(self) {
+        if let Ok(Err(e)) = self.writer.join() {
+            tracing::debug!("abandoned checkpoint of step {}: {e}", self.step);
+        }
+        tracing::warn!(
+            "the checkpoint of step {} in flight is abandoned ({})",
+            self.step,
+            self.tmp.display()
+        );
     }
 }
 

@@ -7,6 +7,7 @@
 //! its checkpoint shard; only rank 0 commits checkpoints and writes `metrics.jsonl` and
 //! `summary.toml`. Barriers surround checkpoint commits.
 
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use convtt_common::config::ValidConfig;
@@ -16,8 +17,10 @@ use serde_json::json;
 use tch::nn::VarStore;
 
 use super::activity;
+use super::faults::Faults;
 use super::metrics_log::MetricsLog;
 use super::optim::FlatParams;
+use super::recovery::{self, Header, PeerState, Stage};
 use super::save::{begin_save, check_space, finish_save, restore, Cursor, PendingSave};
 use super::schedule::Schedules;
 use super::step::{mask_seed, step_with_loss, train_step, StepOutcome};
@@ -28,6 +31,7 @@ use crate::data::{self, Batch, Loader};
 use crate::dist::parameter_drift;
 use crate::error::{Error, Result};
 use crate::runtime::Runtime;
+use convtt_core::fault::Phase;
 
 /// The data a run reads and how long it runs.
 pub struct Plan {
@@ -82,63 +86,107 @@ pub struct Trainer<'c> {
     flat: FlatParams,
     sched: Schedules,
     cur: Cursor,
+    /// Where the loop stands (what a recovery redoes).
+    stage: Stage,
     /// At most one checkpoint in flight; it is committed at the next step boundary.
     pending: Option<PendingSave>,
     log: MetricsLog,
     window: Window,
     last_saved: u64,
     last_loss: f64,
+    /// The last step asked for a preemption.
+    preempt: bool,
+    /// A checkpoint in flight was abandoned in a recovery: the next `Save` starts one.
+    owe_checkpoint: bool,
+    /// The current step's validation summary, for a checkpoint's manifest.
+    valid_metrics: Option<BTreeMap<String, f64>>,
+    /// Injected faults (`CONVTT_FAULT`), for rehearsals and tests.
+    faults: Faults,
     _vs: VarStore,
+}
+
+/// A validation's summary as a checkpoint manifest records it.
+fn manifest_metrics(v: &Validation) -> BTreeMap<String, f64> {
+    v.summary()
+        .into_iter()
+        .map(|(m, x)| (m.valid_name(), x))
+        .collect()
 }
 
 impl<'c> Trainer<'c> {
     /// Prepares the run directory, builds the task (seeded), moves its parameters into one flat
     /// buffer, makes every rank start from rank 0's values and restores the checkpoint that
-    /// `resume` names, if any.
+    /// `resume` names, if any. A replacement worker (peer recovery) instead takes the group's
+    /// state from a healthy peer and stands by with it until the group resumes.
     pub fn new(cfg: &'c ValidConfig, rt: &mut Runtime, resume: &Resume) -> Result<Self> {
         let ckpt_root = rt.run.checkpoints();
+        let replacing = rt.replacing();
         if rt.rank() == 0 {
             for d in [rt.run.path(), ckpt_root.as_path()] {
                 std::fs::create_dir_all(d).map_err(|e| Error::io(d, e))?;
             }
-            ckpt::remove_stale_tmp(&ckpt_root);
+            if !replacing {
+                ckpt::remove_stale_tmp(&ckpt_root);
+            }
             if !rt.run.config().exists() {
                 convtt_common::fsutil::write_atomic(&rt.run.config(), cfg.to_toml().as_bytes())?;
             }
         }
-        rt.coll.barrier()?;
+        if !replacing {
+            rt.coll.barrier()?;
+        }
         tch::manual_seed(cfg.train.seed as i64);
         let vs = VarStore::new(rt.device);
         let task = Task::new(&vs, cfg)?;
         let mut flat = FlatParams::new(&vs);
-        rt.coll.broadcast(&mut flat.params)?;
+        if !replacing {
+            rt.coll.broadcast(&mut flat.params)?;
+        }
         if rt.rank() == 0 {
             check_space(cfg, rt, flat.numel());
         }
-        let mut sched = Schedules::new(&cfg.optim);
-        let mut cur = Cursor::default();
-        if let Some((dir, m)) = ckpt::resolve(&ckpt_root, resume)? {
-            let (state, at) = restore(cfg, &dir, &m, &mut flat)?;
-            sched = state.schedules;
-            if let (Some(sc), Some(saved)) = (rt.scaler.as_mut(), state.loss_scale) {
-                *sc = saved;
-            }
-            cur = at;
-            tracing::info!(step = cur.step, "resumed from {}", dir.display());
-        }
-        Ok(Trainer {
+        let faults = Faults::from_env(rt)?;
+        let mut t = Trainer {
             cfg,
             task,
             flat,
-            sched,
-            last_saved: cur.step,
-            cur,
+            sched: Schedules::new(&cfg.optim),
+            cur: Cursor::default(),
+            stage: Stage::Top,
             pending: None,
             log: MetricsLog::open(&rt.run, rt.rank())?,
             window: Window::new(),
+            last_saved: 0,
             last_loss: f64::NAN,
+            preempt: false,
+            owe_checkpoint: false,
+            valid_metrics: None,
+            faults,
             _vs: vs,
-        })
+        };
+        if replacing {
+            let bytes = rt.coll.fetch_state()?;
+            t.install(rt, &bytes)?;
+            let step = t.cur.step;
+            t.faults.hit(rt, Phase::Recovery, step, &mut t.flat);
+            tracing::info!(
+                step = t.cur.step,
+                stage = ?t.stage,
+                "took the group's state from a peer ({} bytes)",
+                bytes.len()
+            );
+            t.stand_by(rt)?;
+        } else if let Some((dir, m)) = ckpt::resolve(&ckpt_root, resume)? {
+            let (state, at) = restore(cfg, &dir, &m, &mut t.flat)?;
+            t.sched = state.schedules;
+            if let (Some(sc), Some(saved)) = (rt.scaler.as_mut(), state.loss_scale) {
+                *sc = saved;
+            }
+            t.cur = at;
+            t.last_saved = t.cur.step;
+            tracing::info!(step = t.cur.step, "resumed from {}", dir.display());
+        }
+        Ok(t)
     }
 
     /// The loaders (training, and validation when the split has clips) and the run's length.
@@ -196,42 +244,107 @@ impl<'c> Trainer<'c> {
 
     /// Trains to the end of `plan`: steps, progress lines, parameter checks, validation,
     /// checkpoints; a preemption commits a checkpoint and ends with [`Error::Preempted`].
+    ///
+    /// When a peer dies and the launcher replaces it ([`Error::PeerLost`]), the stage in
+    /// flight is abandoned, this rank stands by with its state ([`Trainer::stand_by`]) and the
+    /// loop goes on from the same stage once the group is whole again.
     pub fn run(&mut self, rt: &mut Runtime, plan: &Plan) -> Result<()> {
         // This (the training) thread computes as `[train]` says (precision, fused update, cuDNN).
         let _compute = ComputeMode::for_config(&self.cfg.train).enter();
-        'epochs: while self.cur.epoch < self.cfg.train.epochs as u64 && self.cur.step < plan.total {
-            let skip = self.cur.batches_done as usize;
-            for batch in plan.train.epoch(self.cur.epoch).skip(skip) {
-                let report = self.step(rt, batch?, plan)?;
-                self.progress(rt, &report, plan.total);
-                self.log.check()?;
-                self.check_parameters(rt)?;
-                let every = self.cfg.train.valid_every;
-                let valid = match &plan.valid {
-                    Some(v) if every > 0 && self.cur.step.is_multiple_of(every) => {
-                        Some(self.validate(rt, v)?)
-                    }
-                    _ => None,
-                };
-                self.commit_pending(rt)?;
-                let every = self.cfg.checkpoint.every_steps;
-                let preempted = report.outcome.preempt;
-                if (every > 0 && self.cur.step.is_multiple_of(every)) || preempted {
-                    self.start_checkpoint(rt, valid.as_ref());
+        loop {
+            match self.advance(rt, plan) {
+                Err(Error::PeerLost(why)) => {
+                    tracing::warn!(step = self.cur.step, stage = ?self.stage, "{why}");
+                    self.abandon_pending();
+                    self.stand_by(rt)?;
                 }
-                if preempted {
-                    self.commit_pending(rt)?;
-                    return Err(Error::Preempted(self.cur.step));
-                }
-                // Stop mid-epoch at the step limit; at an epoch's last batch the epoch ends
-                // normally.
-                if self.cur.step >= plan.total && self.cur.batches_done < plan.steps_per_epoch {
-                    break 'epochs;
-                }
+                done => return done,
             }
-            self.end_epoch(rt, plan)?;
         }
-        self.finish(rt, plan)
+    }
+
+    /// Runs the loop's stages from `self.stage` to the end of training. A stage is left (the
+    /// next one set) only once its work is done, so an error leaves the stage to redo.
+    fn advance(&mut self, rt: &mut Runtime, plan: &Plan) -> Result<()> {
+        let mut batches = None;
+        loop {
+            let next = match self.stage {
+                Stage::Top => {
+                    let going =
+                        self.cur.epoch < self.cfg.train.epochs as u64 && self.cur.step < plan.total;
+                    if going {
+                        Stage::Step
+                    } else {
+                        Stage::Finish
+                    }
+                }
+                Stage::Step => {
+                    self.faults
+                        .hit(rt, Phase::Data, self.cur.step, &mut self.flat);
+                    let (epoch, skip) = (self.cur.epoch, self.cur.batches_done as usize);
+                    let it = batches.get_or_insert_with(|| plan.train.epoch(epoch).skip(skip));
+                    match it.next() {
+                        None => Stage::EndEpoch,
+                        Some(batch) => {
+                            let batch = batch?;
+                            self.faults
+                                .hit(rt, Phase::Forward, self.cur.step, &mut self.flat);
+                            let report = self.step(rt, batch, plan)?;
+                            self.progress(rt, &report, plan.total);
+                            self.log.check()?;
+                            self.preempt = report.outcome.preempt;
+                            self.valid_metrics = None;
+                            Stage::Check
+                        }
+                    }
+                }
+                Stage::Check => {
+                    self.check_parameters(rt)?;
+                    Stage::Validate
+                }
+                Stage::Validate => {
+                    let every = self.cfg.train.valid_every;
+                    if let Some(v) = &plan.valid {
+                        if every > 0 && self.cur.step.is_multiple_of(every) {
+                            self.faults
+                                .hit(rt, Phase::Validation, self.cur.step, &mut self.flat);
+                            let valid = self.validate(rt, v)?;
+                            self.valid_metrics = Some(manifest_metrics(&valid));
+                        }
+                    }
+                    Stage::Commit
+                }
+                Stage::Commit => {
+                    self.commit_pending(rt)?;
+                    Stage::Save
+                }
+                Stage::Save => {
+                    let every = self.cfg.checkpoint.every_steps;
+                    let due = every > 0 && self.cur.step.is_multiple_of(every);
+                    if due || self.preempt || self.owe_checkpoint {
+                        self.start_checkpoint(rt);
+                    }
+                    if self.preempt {
+                        self.commit_pending(rt)?;
+                        return Err(Error::Preempted(self.cur.step));
+                    }
+                    // Stop mid-epoch at the step limit; at an epoch's last batch the epoch
+                    // ends normally.
+                    if self.cur.step >= plan.total && self.cur.batches_done < plan.steps_per_epoch {
+                        Stage::Finish
+                    } else {
+                        Stage::Step
+                    }
+                }
+                Stage::EndEpoch => {
+                    self.end_epoch(rt, plan)?;
+                    batches = None;
+                    Stage::Top
+                }
+                Stage::Finish => return self.finish(rt, plan),
+            };
+            self.stage = next;
+        }
     }
 
     /// One optimizer step on `batch` with this step's learning rate and sampling ratio.
@@ -370,19 +483,127 @@ impl<'c> Trainer<'c> {
         Ok(v)
     }
 
-    /// Starts a checkpoint of the current state (committed at the next step boundary).
-    fn start_checkpoint(&mut self, rt: &Runtime, valid: Option<&Validation>) {
+    /// Starts a checkpoint of the current state (committed at the next step boundary), with
+    /// the current step's validation summary in its manifest.
+    fn start_checkpoint(&mut self, rt: &Runtime) {
         let (cfg, flat, sched, cur) = (self.cfg, &self.flat, &self.sched, &self.cur);
-        self.pending = Some(begin_save(cfg, rt, flat, sched, cur, valid));
+        let metrics = self.valid_metrics.clone().unwrap_or_default();
+        self.pending = Some(begin_save(cfg, rt, flat, sched, cur, metrics));
         self.last_saved = self.cur.step;
+        self.owe_checkpoint = false;
     }
 
     /// Commits the checkpoint in flight, if any.
     fn commit_pending(&mut self, rt: &mut Runtime) -> Result<()> {
         if let Some(p) = self.pending.take() {
-            finish_save(self.cfg, rt, p)?;
+            self.faults
+                .hit(rt, Phase::Checkpoint, self.cur.step, &mut self.flat);
+            if let Err(e) = finish_save(self.cfg, rt, p) {
+                if matches!(e, Error::PeerLost(_)) {
+                    // Taken but not committed: the group must write another one.
+                    self.owe_checkpoint = true;
+                }
+                return Err(e);
+            }
         }
         Ok(())
+    }
+
+    /// A peer died: the checkpoint in flight can never be completed (the replacement cannot
+    /// write the dead rank's shard of it), so its writer is waited for and its directory left
+    /// for rank 0 to sweep; the group owes a checkpoint of its current state instead.
+    fn abandon_pending(&mut self) {
+        if let Some(p) = self.pending.take() {
+            p.abandon();
+            self.owe_checkpoint = true;
+        }
+    }
+
+    /// The shared state at the current stage (see [`recovery`](super::recovery)).
+    fn peer_state(&self, rt: &Runtime) -> PeerState {
+        let header = Header {
+            format: recovery::FORMAT,
+            numel: self.flat.numel(),
+            stage: self.stage,
+            step: self.cur.step,
+            epoch: self.cur.epoch,
+            batches_done: self.cur.batches_done,
+            samples_seen: self.cur.samples_seen,
+            adam_steps: self.flat.adam_steps,
+            schedules: self.sched.clone(),
+            loss_scale: rt.scaler.clone(),
+            last_saved: self.last_saved,
+            last_loss: self.last_loss,
+            preempt: self.preempt,
+            owe_checkpoint: self.owe_checkpoint,
+            valid_metrics: self.valid_metrics.clone(),
+        };
+        PeerState::encode(&header, &self.flat)
+    }
+
+    /// Installs a peer's state (a replacement worker).
+    fn install(&mut self, rt: &mut Runtime, bytes: &[u8]) -> Result<()> {
+        let (h, bufs) = PeerState::decode(bytes)?;
+        let layout = self.flat.layout.clone();
+        self.flat.restore(
+            &layout,
+            &bufs,
+            h.adam_steps,
+            std::path::Path::new("peer state"),
+        )?;
+        self.cur = h.cursor();
+        self.stage = h.stage;
+        self.sched = h.schedules;
+        rt.scaler = h.loss_scale;
+        self.last_saved = h.last_saved;
+        self.last_loss = h.last_loss;
+        self.preempt = h.preempt;
+        self.owe_checkpoint = h.owe_checkpoint;
+        self.valid_metrics = h.valid_metrics;
+        Ok(())
+    }
+
+    /// Peer recovery: stands by with this rank's state until the launcher resumes the group
+    /// (donating the state when asked); rank 0 then records the recovery.
+    fn stand_by(&mut self, rt: &mut Runtime) -> Result<()> {
+        let state = self.peer_state(rt);
+        let mut bytes = Some(state.bytes);
+        let mut donate = || bytes.take().unwrap_or_default();
+        let step = self.cur.step;
+        let resumed = rt
+            .coll
+            .standby(step, state.checksum, &mut donate)
+            .map_err(|e| match e {
+                // A second loss while standing by cannot be recovered from here.
+                Error::PeerLost(m) => Error::Peer(m),
+                e => e,
+            })?;
+        self.recovered(rt, &resumed);
+        Ok(())
+    }
+
+    /// After a resume: the log line, the `recovery` record (rank 0), the abandoned
+    /// checkpoint's directory swept (rank 0), a fresh throughput window.
+    fn recovered(&mut self, rt: &mut Runtime, r: &convtt_core::protocol::Resumed) {
+        tracing::info!(
+            step = self.cur.step,
+            stage = ?self.stage,
+            attempt = r.attempt,
+            "rank {} was replaced ({}); the group goes on after {:.2} s",
+            r.lost_rank,
+            r.cause,
+            r.seconds
+        );
+        rt.set_attempt(r.attempt);
+        if rt.rank() == 0 {
+            ckpt::remove_abandoned_tmp(&rt.run.checkpoints(), r.attempt);
+            self.log
+                .write(json!({"kind": "recovery", "step": self.cur.step,
+                "rank": r.lost_rank, "cause": r.cause, "seconds": r.seconds,
+                "attempt": r.attempt, "stage": format!("{:?}", self.stage).to_lowercase(),
+                "mode": "peer"}));
+        }
+        self.window = Window::new();
     }
 
     /// End of an epoch: validation (when `train.valid_every` is 0) and the schedules' epoch
@@ -393,6 +614,9 @@ impl<'c> Trainer<'c> {
             _ => None,
         };
         let loss = v.as_ref().map(|v| v.loss);
+        if let Some(v) = &v {
+            self.valid_metrics = Some(manifest_metrics(v));
+        }
         self.sched
             .end_epoch(&self.cfg.optim, self.cur.epoch as usize, loss);
         self.cur.epoch += 1;
@@ -408,8 +632,11 @@ impl<'c> Trainer<'c> {
             Some(v) => Some(self.validate(rt, v)?),
             None => None,
         };
-        if self.last_saved != self.cur.step {
-            self.start_checkpoint(rt, valid.as_ref());
+        if let Some(v) = &valid {
+            self.valid_metrics = Some(manifest_metrics(v));
+        }
+        if self.last_saved != self.cur.step || self.owe_checkpoint {
+            self.start_checkpoint(rt);
             self.commit_pending(rt)?;
         }
         if rt.rank() != 0 {

@@ -35,6 +35,21 @@ pub struct LaunchConfig {
     pub startup_timeout_secs: f64,
     /// Delay before the first restart; it doubles with every further restart, up to 60 s.
     pub restart_delay_secs: f64,
+    /// What replaces a dead worker while others are healthy: `"peer"` (a new worker takes the
+    /// state from a healthy peer's memory and the group redoes the abandoned step: no step
+    /// lost) or `"checkpoint"` (the whole group restarts from the newest checkpoint). Peer
+    /// recovery needs CPU workers on one node; elsewhere the checkpoint restart is used.
+    pub recovery: Recovery,
+}
+
+/// `launch.recovery`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Recovery {
+    /// From a healthy peer's memory, falling back to the checkpoint.
+    Peer,
+    /// Always from the newest checkpoint.
+    Checkpoint,
 }
 
 impl Default for LaunchConfig {
@@ -52,6 +67,7 @@ impl Default for LaunchConfig {
             preempt_deadline_secs: 120.0,
             startup_timeout_secs: 600.0,
             restart_delay_secs: 1.0,
+            recovery: Recovery::Peer,
         }
     }
 }

@@ -32,7 +32,7 @@ pub use activity::{input_frames_for, ActivityConfig};
 pub use checkpoint::{BestMode, CheckpointConfig, MetricMode};
 pub use data::{DataConfig, DataSource};
 pub use issues::{ConfigErrors, ConfigIssue};
-pub use launch::LaunchConfig;
+pub use launch::{LaunchConfig, Recovery};
 pub use model::{prime_factors, tt_factors, CellKind, InitScheme, ModelConfig};
 pub use optim::{OptimConfig, Schedule};
 pub use sweep::{CmpOp, Constraint, Operand, SweepConfig};

@@ -49,12 +49,34 @@ pub enum AgentError {
     /// The launcher closed the connection.
     #[error("the launcher closed the agent connection")]
     Closed,
+    /// A peer died and is being replaced: the request in flight will never complete. Go back
+    /// to the recovery point and call [`AgentClient::standby`].
+    #[error("rank {rank} was lost ({msg}); the group waits for its replacement")]
+    PeerLost {
+        /// The dead rank.
+        rank: u32,
+        /// How it died.
+        msg: String,
+    },
     /// A wrong call (e.g. a broadcast whose length differs from rank 0's).
     #[error("{0}")]
     Usage(String),
 }
 
 type Reply = Result<LauncherMsg, AgentError>;
+
+/// How a peer recovery ended, as the launcher reported it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resumed {
+    /// The new attempt number.
+    pub attempt: u32,
+    /// The rank that was replaced.
+    pub lost_rank: u32,
+    /// How it died.
+    pub cause: String,
+    /// From its death to the resume.
+    pub seconds: f64,
+}
 
 /// A worker's blocking connection to its launcher's agent socket.
 ///
@@ -274,6 +296,64 @@ impl AgentClient {
         })
     }
 
+    /// Peer recovery: this worker holds the shared state at the recovery point (`step`,
+    /// `checksum`). Waits until the launcher resumes the group; when this worker is chosen as
+    /// the donor, `donate` gives the serialised state (its checksum must be `checksum`).
+    /// Collective sequence numbers start again afterwards.
+    pub fn standby(
+        &mut self,
+        step: u64,
+        checksum: u64,
+        donate: &mut dyn FnMut() -> Vec<u8>,
+    ) -> Result<Resumed, AgentError> {
+        self.send(&WorkerMsg::Standby { step, checksum })?;
+        loop {
+            match self.reply("standby")? {
+                LauncherMsg::SendState => {
+                    let data = donate();
+                    self.send(&WorkerMsg::State { checksum, data })?;
+                }
+                LauncherMsg::Resume {
+                    attempt,
+                    lost_rank,
+                    cause,
+                    millis,
+                } => {
+                    self.attempt = attempt;
+                    self.seq = 0;
+                    return Ok(Resumed {
+                        attempt,
+                        lost_rank,
+                        cause,
+                        seconds: millis as f64 / 1000.0,
+                    });
+                }
+                // A loss announced while this worker was already on its way to standby.
+                LauncherMsg::PeerLost { .. } => {}
+                other => return Err(unexpected("standby", &other)),
+            }
+        }
+    }
+
+    /// A replacement worker: the shared state of the group, from a healthy peer, checked
+    /// against the checksum the donor announced.
+    pub fn fetch_state(&mut self) -> Result<Vec<u8>, AgentError> {
+        self.send(&WorkerMsg::WantState)?;
+        match self.reply("fetch_state")? {
+            LauncherMsg::State { checksum, data } => {
+                let got = super::fnv1a64(&data);
+                if got != checksum {
+                    return Err(AgentError::Protocol(perr(format!(
+                        "the peer state arrived with checksum {got:016x}, the donor announced \
+                         {checksum:016x}"
+                    ))));
+                }
+                Ok(data)
+            }
+            other => Err(unexpected("fetch_state", &other)),
+        }
+    }
+
     /// Says why the worker is about to exit with `code`, and closes the connection.
     pub fn goodbye(mut self, code: i32, reason: &str) -> Result<(), AgentError> {
         self.send(&WorkerMsg::Goodbye {
@@ -311,6 +391,9 @@ impl AgentClient {
     fn reply(&mut self, what: &str) -> Result<LauncherMsg, AgentError> {
         match self.replies.recv_timeout(self.timeout) {
             Ok(Ok(LauncherMsg::Failed { msg })) => Err(AgentError::Launcher(msg)),
+            Ok(Ok(LauncherMsg::PeerLost { rank, msg })) if what != "standby" => {
+                Err(AgentError::PeerLost { rank, msg })
+            }
             Ok(r) => r,
             Err(mpsc::RecvTimeoutError::Timeout) => Err(AgentError::Timeout {
                 rank: self.rank,

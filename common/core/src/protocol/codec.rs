@@ -170,6 +170,9 @@ impl WorkerMsg {
             WorkerMsg::Barrier { seq } => Enc::new(7).u64(*seq),
             WorkerMsg::CheckpointCommitted { step, path } => Enc::new(8).u64(*step).str(path),
             WorkerMsg::Goodbye { code, reason } => Enc::new(9).i32(*code).str(reason),
+            WorkerMsg::Standby { step, checksum } => Enc::new(10).u64(*step).u64(*checksum),
+            WorkerMsg::State { checksum, data } => Enc::new(11).u64(*checksum).bytes(data),
+            WorkerMsg::WantState => Enc::new(12),
         }
         .finish()
     }
@@ -215,6 +218,15 @@ impl WorkerMsg {
                 code: d.i32()?,
                 reason: d.str()?,
             },
+            10 => WorkerMsg::Standby {
+                step: d.u64()?,
+                checksum: d.u64()?,
+            },
+            11 => WorkerMsg::State {
+                checksum: d.u64()?,
+                data: d.bytes()?,
+            },
+            12 => WorkerMsg::WantState,
             t => return Err(perr(format!("unknown worker message tag {t}"))),
         };
         d.end(msg)
@@ -235,6 +247,19 @@ impl LauncherMsg {
             LauncherMsg::BarrierDone { seq } => Enc::new(105).u64(*seq),
             LauncherMsg::Preempt { deadline_ms } => Enc::new(106).u64(*deadline_ms),
             LauncherMsg::Failed { msg } => Enc::new(107).str(msg),
+            LauncherMsg::PeerLost { rank, msg } => Enc::new(108).u32(*rank).str(msg),
+            LauncherMsg::SendState => Enc::new(109),
+            LauncherMsg::State { checksum, data } => Enc::new(110).u64(*checksum).bytes(data),
+            LauncherMsg::Resume {
+                attempt,
+                lost_rank,
+                cause,
+                millis,
+            } => Enc::new(111)
+                .u32(*attempt)
+                .u32(*lost_rank)
+                .str(cause)
+                .u64(*millis),
         }
         .finish()
     }
@@ -265,6 +290,21 @@ impl LauncherMsg {
                 deadline_ms: d.u64()?,
             },
             107 => LauncherMsg::Failed { msg: d.str()? },
+            108 => LauncherMsg::PeerLost {
+                rank: d.u32()?,
+                msg: d.str()?,
+            },
+            109 => LauncherMsg::SendState,
+            110 => LauncherMsg::State {
+                checksum: d.u64()?,
+                data: d.bytes()?,
+            },
+            111 => LauncherMsg::Resume {
+                attempt: d.u32()?,
+                lost_rank: d.u32()?,
+                cause: d.str()?,
+                millis: d.u64()?,
+            },
             t => return Err(perr(format!("unknown launcher message tag {t}"))),
         };
         d.end(msg)

@@ -70,6 +70,25 @@ pub enum WorkerMsg {
         /// Why.
         reason: String,
     },
+    /// Peer recovery: this worker holds the group's shared state at its recovery point (a
+    /// survivor after [`LauncherMsg::PeerLost`], or a replacement once it installed
+    /// [`LauncherMsg::State`]). Answered by [`LauncherMsg::SendState`] (the donor only), then
+    /// [`LauncherMsg::Resume`] — or `Failed`.
+    Standby {
+        /// Optimizer steps done at the recovery point.
+        step: u64,
+        /// FNV-1a 64 of the serialised shared state; every rank's must agree.
+        checksum: u64,
+    },
+    /// The donor's shared state, asked for by [`LauncherMsg::SendState`]. No reply.
+    State {
+        /// FNV-1a 64 of `data`.
+        checksum: u64,
+        /// The serialised state.
+        data: Vec<u8>,
+    },
+    /// A replacement asks for the shared state; answered by [`LauncherMsg::State`].
+    WantState,
 }
 
 /// Launcher → worker.
@@ -112,5 +131,34 @@ pub enum LauncherMsg {
     Failed {
         /// What went wrong, naming the rank at fault where known.
         msg: String,
+    },
+    /// A peer died and is being replaced: abandon the step in flight (its collectives will
+    /// never complete), go back to the recovery point and send [`WorkerMsg::Standby`].
+    PeerLost {
+        /// The dead rank.
+        rank: u32,
+        /// How it died.
+        msg: String,
+    },
+    /// You are the donor: send your shared state ([`WorkerMsg::State`]).
+    SendState,
+    /// The donor's shared state, for a replacement.
+    State {
+        /// FNV-1a 64 of `data`.
+        checksum: u64,
+        /// The serialised state.
+        data: Vec<u8>,
+    },
+    /// Every rank holds the same state: go on from the recovery point. Collective sequence
+    /// numbers start again from 1.
+    Resume {
+        /// The new attempt number.
+        attempt: u32,
+        /// The rank that was replaced.
+        lost_rank: u32,
+        /// How it died.
+        cause: String,
+        /// Milliseconds from the death to this message.
+        millis: u64,
     },
 }

@@ -28,12 +28,23 @@ mod client;
 mod codec;
 mod messages;
 
-pub use client::{AgentClient, AgentError};
+pub use client::{AgentClient, AgentError, Resumed};
 pub use codec::{frame_len, read_frame, write_frame, ProtocolError};
 pub use messages::{LauncherMsg, Progress, WorkerMsg};
 
 /// Bumped whenever a message layout changes; the launcher refuses a mismatched hello.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
+
+/// FNV-1a 64 of `bytes`: the checksum peer recovery compares between ranks (fast, no
+/// dependency; it detects diverged state, it does not defend against an adversary).
+pub fn fnv1a64(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
 
 /// Largest accepted frame body (1 GiB): a corrupt length fails loudly instead of allocating.
 pub const MAX_FRAME: usize = 1 << 30;

@@ -69,6 +69,37 @@ fn every_message_round_trips() {
     round_trip_launcher(LauncherMsg::Failed {
         msg: "rank 2 timed out".into(),
     });
+    round_trip_worker(WorkerMsg::Standby {
+        step: 30,
+        checksum: u64::MAX - 1,
+    });
+    round_trip_worker(WorkerMsg::State {
+        checksum: 7,
+        data: vec![1, 2, 3],
+    });
+    round_trip_worker(WorkerMsg::WantState);
+    round_trip_launcher(LauncherMsg::PeerLost {
+        rank: 1,
+        msg: "killed by signal 9".into(),
+    });
+    round_trip_launcher(LauncherMsg::SendState);
+    round_trip_launcher(LauncherMsg::State {
+        checksum: 7,
+        data: vec![0; 5],
+    });
+    round_trip_launcher(LauncherMsg::Resume {
+        attempt: 1,
+        lost_rank: 1,
+        cause: "exit code 3".into(),
+        millis: 1234,
+    });
+}
+
+#[test]
+fn fnv1a64_matches_the_published_vectors() {
+    assert_eq!(super::fnv1a64(b""), 0xcbf2_9ce4_8422_2325);
+    assert_eq!(super::fnv1a64(b"a"), 0xaf63_dc4c_8601_ec8c);
+    assert_eq!(super::fnv1a64(b"foobar"), 0x8594_4171_f739_67e8);
 }
 
 #[test]

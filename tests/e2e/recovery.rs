@@ -1,0 +1,148 @@
+//! Peer recovery with the real binaries: a worker killed mid-run is replaced from its peer's
+//! memory (no step lost, final parameters bitwise equal to an uninterrupted run); when peer
+//! recovery cannot be done (every worker dead, the replacement's state disagrees with the
+//! group's) the group falls back to the checkpoint restart.
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::util::*;
+
+fn launch(run_dir: &Path, overrides: &[String], fault: Option<&str>) -> Command {
+    let mut cmd = Command::new(bin("convtt-launch"));
+    cmd.args(["--quiet-workers", "--config"])
+        .arg(repo().join("configs/tiny-cpu.toml"))
+        .arg("--run-dir")
+        .arg(run_dir)
+        .args(set_args(overrides))
+        .env_remove("CONVTT_FAULT");
+    if let Some(f) = fault {
+        cmd.env("CONVTT_FAULT", f);
+    }
+    cmd
+}
+
+/// The records of `kind` in `<run>/metrics.jsonl`.
+fn records(run_dir: &Path, kind: &str) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(run_dir.join("metrics.jsonl")).expect("metrics.jsonl");
+    text.lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("a JSON line"))
+        .filter(|v| v["kind"] == kind)
+        .collect()
+}
+
+/// The final checkpoint's weights exported to safetensors (parameters only, exact bytes).
+fn final_weights(run_dir: &Path, overrides: &[String]) -> Vec<u8> {
+    let out_file = run_dir.join("final.safetensors");
+    let out = run(Command::new(bin("convtt-worker"))
+        .arg("export")
+        .arg("--config")
+        .arg(repo().join("configs/tiny-cpu.toml"))
+        .args(set_args(overrides))
+        .arg("--run-dir")
+        .arg(run_dir)
+        .arg("--out")
+        .arg(&out_file));
+    assert_eq!(out.status.code(), Some(0), "export: {}", texts(&out).1);
+    std::fs::read(out_file).unwrap()
+}
+
+fn overrides(steps: u64) -> Vec<String> {
+    let mut ov = tiny_overrides(steps);
+    ov.push("checkpoint.every_steps=4".into());
+    ov
+}
+
+/// kill -9 (injected: the worker SIGKILLs itself before step 6) of rank 1 of 2: the launcher
+/// replaces it, rank 0 donates its state, both redo step 6 and finish — every step trained
+/// once, the same losses and bitwise the same final parameters as without the kill.
+#[test]
+fn a_killed_worker_is_replaced_from_its_peers_memory_and_no_step_is_lost() {
+    let dir = TempDir::new("peer");
+    let ov = overrides(8);
+    let reference = dir.path().join("reference");
+    let out = run(&mut launch(&reference, &ov, None));
+    assert_eq!(out.status.code(), Some(0), "reference: {}", texts(&out).1);
+
+    let recovered = dir.path().join("recovered");
+    let out = run(&mut launch(&recovered, &ov, Some("kill:rank=1:step=5")));
+    let stderr = texts(&out).1;
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("replacing it from its peers' memory as attempt 1"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("recovered from its peers' memory") && stderr.contains("no step lost"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("resuming from the newest valid checkpoint"),
+        "no checkpoint restart: {stderr}"
+    );
+
+    let rec = records(&recovered, "recovery");
+    assert_eq!(rec.len(), 1, "{rec:?}");
+    assert_eq!(rec[0]["rank"], 1);
+    assert_eq!(rec[0]["step"], 5);
+    assert_eq!(rec[0]["mode"], "peer");
+    assert!(
+        rec[0]["cause"].as_str().unwrap().contains("signal 9"),
+        "{rec:?}"
+    );
+
+    // Every step trained and logged exactly once, with the uninterrupted run's losses.
+    let steps: Vec<u64> = records(&recovered, "train")
+        .iter()
+        .map(|r| r["step"].as_u64().unwrap())
+        .collect();
+    assert_eq!(steps, (1..=8).collect::<Vec<_>>());
+    assert_eq!(train_losses(&recovered), train_losses(&reference));
+    assert!(
+        final_weights(&recovered, &ov) == final_weights(&reference, &ov),
+        "the final parameters differ from the uninterrupted run's"
+    );
+}
+
+/// Both workers die at the same step: nobody is left to donate, so the group restarts from
+/// the newest checkpoint (and still ends with the reference's losses).
+#[test]
+fn when_every_worker_dies_the_checkpoint_restart_takes_over() {
+    let dir = TempDir::new("peer-all");
+    let ov = overrides(8);
+    let run_dir = dir.path().join("run");
+    let out = run(&mut launch(&run_dir, &ov, Some("exit:step=5:code=3")));
+    let stderr = texts(&out).1;
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("resuming from the newest valid checkpoint"),
+        "{stderr}"
+    );
+    let steps: Vec<u64> = train_losses(&run_dir).into_keys().collect();
+    assert_eq!(steps, (1..=8).collect::<Vec<_>>());
+}
+
+/// The replacement's state is made to differ by one bit right after it installed its peer's
+/// (injected): its checksum no longer matches the group's, so the group does not go on with
+/// it but restarts from the checkpoint, and the message names the disagreement.
+#[test]
+fn a_replacement_whose_state_disagrees_falls_back_to_the_checkpoint() {
+    let dir = TempDir::new("peer-diverge");
+    let ov = overrides(8);
+    let run_dir = dir.path().join("run");
+    let fault = "kill:rank=1:step=5,diverge:rank=1:step=5:attempt=1:phase=recovery";
+    let out = run(&mut launch(&run_dir, &ov, Some(fault)));
+    let stderr = texts(&out).1;
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("after installing the donated state it stands at step 5 checksum"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("resuming from the newest valid checkpoint"),
+        "{stderr}"
+    );
+    assert!(records(&run_dir, "recovery").is_empty());
+    let steps: Vec<u64> = train_losses(&run_dir).into_keys().collect();
+    assert_eq!(steps, (1..=8).collect::<Vec<_>>());
+}

@@ -17,7 +17,8 @@ say() { printf 'setup: %s\n' "$*" >&2; }
 # --- Debian packages ----------------------------------------------------------------------------
 # slurm-wlm + munge: the end-to-end Slurm test starts a single-node cluster (.ci/slurm-cluster.sh).
 # patchelf: .ci/gpu-kit.sh points the kit's binaries at their bundled libraries.
-apt_packages=(libhdf5-dev libopenmpi-dev openmpi-bin clang libclang-dev pkg-config slurm-wlm munge patchelf)
+# elfutils: eu-stack, for the native stacks of a hung run's post-mortem.
+apt_packages=(libhdf5-dev libopenmpi-dev openmpi-bin clang libclang-dev pkg-config slurm-wlm munge patchelf elfutils)
 if [[ "${CONVTT_SKIP_APT:-0}" != 1 ]]; then
   missing=()
   for p in "${apt_packages[@]}"; do

@@ -35,6 +35,7 @@ use tokio::task::JoinSet;
 
 use crate::cluster::{Cluster, ClusterResult, OpKey, OpKind};
 use crate::error::{Error, Result};
+use crate::postmortem::{Diagnosis, RankView};
 
 /// What the supervisor learns from the hub.
 #[derive(Debug, Clone, PartialEq)]
@@ -75,6 +76,9 @@ pub enum AgentEvent {
     },
     /// The attempt cannot go on (a timeout or protocol violation); the text names the rank.
     Failure(String),
+    /// A hang or a timed-out collective, as the hub saw each rank; the `Failure` with the
+    /// verdict follows (the supervisor writes the post-mortem in between).
+    Stalled(Diagnosis),
     /// A peer recovery completed: every rank holds the same state and goes on.
     Recovered {
         /// The replaced rank.
@@ -395,6 +399,10 @@ struct RankState {
     last_seen: Instant,
     /// When its process was started (the startup timeout counts from here).
     since: Instant,
+    /// Its last heartbeat's progress.
+    progress: Progress,
+    /// When that progress last changed (the phase or the beat).
+    progressed: Instant,
 }
 
 /// A dead rank being replaced from its peers' memory.
@@ -446,6 +454,8 @@ impl Hub {
                         hello: false,
                         last_seen: now,
                         since: now,
+                        progress: Progress::default(),
+                        progressed: now,
                     },
                 )
             })
@@ -570,6 +580,12 @@ impl Hub {
         match msg {
             WorkerMsg::Hello { .. } => unreachable!("handled above"),
             WorkerMsg::Heartbeat(progress) => {
+                if let Some(st) = self.ranks.get_mut(&r) {
+                    if (progress.beat, progress.phase) != (st.progress.beat, st.progress.phase) {
+                        st.progressed = Instant::now();
+                    }
+                    st.progress = progress;
+                }
                 let _ = self.events.send(AgentEvent::Progress { rank: r, progress });
             }
             WorkerMsg::CheckpointCommitted { step, path } => {
@@ -629,6 +645,8 @@ impl Hub {
         st.conn = Some(conn);
         st.hello = true;
         st.last_seen = Instant::now();
+        st.progressed = st.last_seen;
+        st.progress = Progress::default();
         let welcome = LauncherMsg::Welcome {
             attempt: self.spec.attempt,
             world_size: self.spec.world_size,
@@ -899,13 +917,31 @@ impl Hub {
                     join(&missing)
                 )
             };
+            let views = self.views(now);
+            let culprits: String = views
+                .iter()
+                .filter(|v| missing.contains(&v.rank))
+                .map(|v| {
+                    format!(
+                        "; rank {} is in {} at step {}, no progress for {:.0} s",
+                        v.rank,
+                        v.phase.name(),
+                        v.step,
+                        v.no_progress_secs
+                    )
+                })
+                .collect();
             let msg = format!(
-                "{} #{seq} timed out after {:.1} s: {what} (rank{} {} waiting)",
+                "{} #{seq} timed out after {:.1} s: {what} (rank{} {} waiting){culprits}",
                 op.kind.name(),
                 self.spec.collective_timeout.as_secs_f64(),
                 if waiting.len() > 1 { "s" } else { "" },
                 join(&waiting),
             );
+            let _ = self.events.send(AgentEvent::Stalled(Diagnosis {
+                verdict: msg.clone(),
+                ranks: views,
+            }));
             self.fail_op(seq, msg);
         }
         // The NCCL id.
@@ -957,6 +993,7 @@ impl Hub {
             .flat_map(|op| op.parts.keys().copied())
             .collect();
         let mut problems = Vec::new();
+        let mut stuck = Vec::new();
         for (&r, st) in &self.ranks {
             if !st.hello {
                 if let Some(limit) = self.spec.startup_timeout {
@@ -967,16 +1004,29 @@ impl Hub {
                         ));
                     }
                 }
-            } else if st.conn.is_some()
-                && !busy.contains(&r)
-                && !self.nccl_waiters.contains(&r)
-                && now.duration_since(st.last_seen) > self.spec.heartbeat_timeout
-            {
-                problems.push(format!(
-                    "rank {r} sent no heartbeat for {:.1} s: hung",
-                    now.duration_since(st.last_seen).as_secs_f64()
-                ));
+            } else if st.conn.is_some() && !busy.contains(&r) && !self.nccl_waiters.contains(&r) {
+                // Liveness first (no heartbeat at all), then progress (heartbeats that show
+                // the training thread has not moved).
+                let silent = now.duration_since(st.last_seen);
+                if silent > self.spec.heartbeat_timeout {
+                    problems.push(format!(
+                        "rank {r} sent no heartbeat for {:.1} s: its process is frozen or its \
+                         heartbeat thread died",
+                        silent.as_secs_f64()
+                    ));
+                } else if now.duration_since(st.progressed) > self.spec.heartbeat_timeout {
+                    stuck.push(r);
+                }
             }
+        }
+        if !stuck.is_empty() {
+            let ranks = self.views(now);
+            let verdict = Diagnosis::verdict_for(&stuck, &ranks);
+            let _ = self.events.send(AgentEvent::Stalled(Diagnosis {
+                verdict: verdict.clone(),
+                ranks,
+            }));
+            return self.fail(format!("hang: {verdict}"));
         }
         if let Some(p) = problems.into_iter().next() {
             self.fail(p);
@@ -985,6 +1035,34 @@ impl Hub {
 }
 
 impl Hub {
+    /// Every local rank as the hub sees it now (phase, step, silence, the collective it waits
+    /// in), for a diagnosis.
+    fn views(&self, now: Instant) -> Vec<RankView> {
+        self.ranks
+            .iter()
+            .map(|(&rank, st)| {
+                let waiting_in = self
+                    .ops
+                    .iter()
+                    .find(|(_, op)| op.parts.contains_key(&rank))
+                    .map(|(seq, op)| format!("{} #{seq}", op.kind.name()))
+                    .or_else(|| {
+                        self.nccl_waiters
+                            .contains(&rank)
+                            .then(|| "the NCCL id exchange".to_owned())
+                    });
+                RankView {
+                    rank,
+                    phase: st.progress.phase,
+                    step: st.progress.step,
+                    no_progress_secs: now.duration_since(st.progressed).as_secs_f64(),
+                    silent_secs: now.duration_since(st.last_seen).as_secs_f64(),
+                    waiting_in,
+                }
+            })
+            .collect()
+    }
+
     /// The time a peer recovery may take: the replacement's start-up plus the state transfer.
     fn recovery_timeout(&self) -> Duration {
         self.spec
@@ -1126,6 +1204,7 @@ impl Hub {
         let now = Instant::now();
         for st in self.ranks.values_mut() {
             st.last_seen = now;
+            st.progressed = now;
         }
         for r in self.spec.local_ranks.clone() {
             self.send_rank(r, resume.clone());

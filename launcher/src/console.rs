@@ -155,7 +155,7 @@ mod tests {
             total_steps: 5000,
             epoch: 3,
             loss: 0.01234,
-            samples_per_sec: 0.0,
+            ..Progress::default()
         };
         assert_eq!(
             format_line(&p, 850.0, Some(1.0)),

@@ -6,8 +6,8 @@
 //!
 //! Module map: [`plan`] (what runs where), [`topology`] (sysfs → CPU sets), [`slurm`] (Slurm
 //! environment, hostlists), [`cluster`] (MPI between launchers), [`agent`] (the worker socket),
-//! [`child`] (one worker process), [`supervisor`] (attempts and restarts), [`restart`] (the pure
-//! policy), [`shutdown`] (signals), [`console`] (terminal output), [`sweep`] (hyper-parameter sweeps,
+//! [`child`] (one worker process), [`supervisor`] (attempts, restarts, peer recovery),
+//! [`postmortem`] (a hang's verdict and stacks), [`restart`] (the pure policy), [`shutdown`] (signals), [`console`] (terminal output), [`sweep`] (hyper-parameter sweeps,
 //! locally and as Slurm job arrays).
 #![warn(missing_docs)]
 // `deny`, not `forbid`: the pre-exec hook in `sys.rs` (between fork and exec) needs `unsafe`,
@@ -22,6 +22,7 @@ pub mod console;
 mod error;
 mod node;
 pub mod plan;
+pub mod postmortem;
 pub mod restart;
 pub mod shutdown;
 pub mod slurm;

@@ -189,6 +189,8 @@ struct Attempt<'a> {
     restarts_before: u32,
     /// The rank being replaced from its peers' memory.
     recovering: Option<u32>,
+    /// The post-mortem written for this attempt's hang, if any.
+    postmortem: Option<std::path::PathBuf>,
 }
 
 type WorkerTasks = JoinSet<(u32, Exit, Vec<String>)>;
@@ -309,6 +311,7 @@ impl<'a> Attempt<'a> {
             preempt_until: None,
             restarts_before: 0,
             recovering: None,
+            postmortem: None,
         };
         Ok((attempt, tasks, events))
     }
@@ -394,8 +397,15 @@ impl<'a> Attempt<'a> {
                 );
                 self.recovering = None;
             }
+            AgentEvent::Stalled(diagnosis) if self.teardown.is_none() => {
+                self.write_postmortem(&diagnosis);
+            }
+            AgentEvent::Stalled(_) => {}
             AgentEvent::Failure(msg) if self.teardown.is_none() => {
-                let detail = format!(": {msg}");
+                let mut detail = format!(": {msg}");
+                if let Some(p) = &self.postmortem {
+                    detail += &format!(" (post-mortem: {})", p.display());
+                }
                 return Reaction::fail(Cause::Hung(msg), detail);
             }
             AgentEvent::Failure(_) => {}
@@ -483,6 +493,24 @@ impl<'a> Attempt<'a> {
             (child.rank(), exit, child.tail())
         });
         Ok(())
+    }
+
+    /// Before anything is killed: `<run>/postmortem-a<attempt>.txt` and `.json` with the hub's
+    /// verdict, every rank's phase and step, and the native stacks of this node's workers.
+    fn write_postmortem(&mut self, diagnosis: &crate::postmortem::Diagnosis) {
+        let pids = self
+            .alive
+            .iter()
+            .map(|r| (*r, self.workers[r].pid.as_raw() as u32))
+            .collect();
+        let budget = Duration::from_secs(60);
+        match crate::postmortem::write(&self.plan.run_dir, self.number, diagnosis, &pids, budget) {
+            Ok(path) => {
+                tracing::error!("{} (post-mortem: {})", diagnosis.verdict, path.display());
+                self.postmortem = Some(path);
+            }
+            Err(e) => tracing::warn!("cannot write the post-mortem: {e}"),
+        }
     }
 
     /// The launcher received a signal: preempt, or (a second SIGINT) stop now.

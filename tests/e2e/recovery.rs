@@ -146,3 +146,48 @@ fn a_replacement_whose_state_disagrees_falls_back_to_the_checkpoint() {
     let steps: Vec<u64> = train_losses(&run_dir).into_keys().collect();
     assert_eq!(steps, (1..=8).collect::<Vec<_>>());
 }
+
+/// Rank 1's training thread hangs in data loading after step 3 (injected; its heartbeat thread
+/// keeps beating): progress, not liveness, gives it away. The launcher writes a post-mortem
+/// naming the rank, the phase and the step, with every worker's stacks, before it tears the
+/// group down; the restart (where the fault no longer fires) finishes the run.
+#[test]
+fn a_hang_is_caught_by_progress_and_the_post_mortem_names_rank_phase_and_step() {
+    let dir = TempDir::new("hang");
+    let mut ov = overrides(8);
+    ov.extend([
+        "launch.heartbeat_secs=0.5".to_owned(),
+        "launch.heartbeat_timeout_secs=6".to_owned(),
+        "launch.grace_secs=2".to_owned(),
+    ]);
+    let run_dir = dir.path().join("run");
+    let out = run(&mut launch(
+        &run_dir,
+        &ov,
+        Some("hang:rank=1:step=3:phase=data"),
+    ));
+    let stderr = texts(&out).1;
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let verdict = "rank 1 stuck in data loading at step 3 for";
+    assert!(stderr.contains(verdict), "{stderr}");
+    assert!(
+        stderr.contains("rank 0 waiting in all_reduce #"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("postmortem-a0.txt"), "{stderr}");
+    let txt = std::fs::read_to_string(run_dir.join("postmortem-a0.txt")).unwrap();
+    assert!(txt.contains(&format!("verdict: {verdict}")), "{txt}");
+    for rank in [0, 1] {
+        assert!(txt.contains(&format!("==== rank {rank} (pid")), "{txt}");
+    }
+    assert!(txt.contains("TID"), "stacks: {txt}");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join("postmortem-a0.json")).unwrap())
+            .unwrap();
+    let ranks = json["ranks"].as_array().unwrap();
+    assert_eq!(ranks[1]["phase"], "data loading");
+    assert_eq!(ranks[1]["step"], 3);
+    assert_eq!(ranks[0]["phase"], "all-reduce");
+    let steps: Vec<u64> = train_losses(&run_dir).into_keys().collect();
+    assert_eq!(steps, (1..=8).collect::<Vec<_>>());
+}

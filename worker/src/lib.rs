@@ -8,6 +8,7 @@
 //! | [`eval`] | `eval`, `predict`, `export`, `plot` |
 //! | [`data`] | HDF5 shards, the loader and sampler, Moving-MNIST, imports, the `convtt-data` tool |
 //! | [`dist`] | collectives: a world of one, the launcher's agent, NCCL |
+//! | [`heartbeat`] | the training thread's phase and progress, and the thread that reports them |
 //! | [`checkpoint`] | checkpoint shards: write, commit, resolve, verify |
 //! | [`commands`] | `bench`, `forward`, `model-info` |
 //! | [`pictures`], [`npy`] | frame grids and PNGs; the f32 `.npy` reader |
@@ -22,6 +23,7 @@ pub mod dist;
 pub mod doctor;
 mod error;
 pub mod eval;
+pub mod heartbeat;
 pub mod npy;
 pub mod pictures;
 pub mod runtime;

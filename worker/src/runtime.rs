@@ -17,6 +17,7 @@ use tch::Device;
 
 use crate::dist::{Agent, Collective, Nccl, Single};
 use crate::error::{Error, Result};
+use crate::heartbeat::{Heartbeat, Tracker};
 use crate::train::optim::LossScaler;
 
 /// The validated config and the runtime of one worker command.
@@ -43,6 +44,9 @@ pub struct Runtime {
     agent_preempt: Option<Arc<AtomicBool>>,
     /// Dynamic loss scaling (`train.precision = "fp16"` only).
     pub scaler: Option<LossScaler>,
+    /// The training thread's phase and progress, which the heartbeat thread reports.
+    pub tracker: Tracker,
+    _heartbeat: Option<Heartbeat>,
 }
 
 impl Context {
@@ -78,6 +82,8 @@ impl Runtime {
         let preempt = Arc::new(AtomicBool::new(false));
         install_signals(&preempt)?;
         let mut agent_preempt = None;
+        let tracker = crate::heartbeat::process().clone();
+        let mut heartbeat = None;
         let coll: Box<dyn Collective> = match &env {
             None => Box::new(Single),
             Some(e) => {
@@ -85,6 +91,12 @@ impl Runtime {
                 let client =
                     AgentClient::from_env(e, timeout).map_err(|e| Error::Peer(e.to_string()))?;
                 agent_preempt = Some(client.preempt_flag());
+                let period = Duration::from_secs_f64(cfg.launch.heartbeat_secs);
+                heartbeat = Some(Heartbeat::start(
+                    tracker.clone(),
+                    client.heartbeat_sender(),
+                    period,
+                ));
                 let agent = Agent::new(client);
                 match device {
                     // GPU workers all-reduce with NCCL; the agent still carries the id,
@@ -102,6 +114,8 @@ impl Runtime {
             preempt,
             agent_preempt,
             scaler,
+            tracker,
+            _heartbeat: heartbeat,
         })
     }
 

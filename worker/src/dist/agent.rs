@@ -119,10 +119,6 @@ impl Collective for Agent {
         self.client()?.barrier().map_err(peer)
     }
 
-    fn heartbeat(&mut self, progress: &convtt_core::protocol::Progress) -> Result<()> {
-        self.client()?.heartbeat(progress).map_err(peer)
-    }
-
     fn goodbye(&mut self, code: i32, reason: &str) {
         if let Some(client) = self.client.take() {
             if let Err(e) = client.goodbye(code, reason) {

@@ -25,10 +25,6 @@ pub trait Collective {
     fn broadcast(&mut self, buf: &mut Tensor) -> Result<()>;
     /// Returns once every rank has called it.
     fn barrier(&mut self) -> Result<()>;
-    /// Reports progress to whoever supervises this worker (nothing in a world of one).
-    fn heartbeat(&mut self, _progress: &convtt_core::protocol::Progress) -> Result<()> {
-        Ok(())
-    }
     /// Tells the supervisor why this worker is about to exit with `code` (best effort).
     fn goodbye(&mut self, _code: i32, _reason: &str) {}
     /// Peer recovery: this rank holds the shared state at its recovery point (`step`,

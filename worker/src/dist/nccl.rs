@@ -273,10 +273,6 @@ impl Collective for Nccl {
         self.agent.barrier()
     }
 
-    fn heartbeat(&mut self, progress: &convtt_core::protocol::Progress) -> Result<()> {
-        self.agent.heartbeat(progress)
-    }
-
     fn goodbye(&mut self, code: i32, reason: &str) {
         self.agent.goodbye(code, reason)
     }

@@ -240,6 +240,7 @@ pub fn validate(
     let (mut ce_sum, mut pred_sum) = (0.0f64, 0.0f64);
     tch::no_grad(|| -> Result<()> {
         for batch in loader.epoch(0) {
+            crate::heartbeat::process().beat();
             let batch = batch?;
             let y = batch_labels(labels, &batch.indices)?;
             let yv = Vec::<i64>::try_from(&y)?;

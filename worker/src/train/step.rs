@@ -5,6 +5,8 @@
 
 use std::time::Instant;
 
+use convtt_core::protocol::Phase;
+
 use convtt_common::config::ValidConfig;
 use convtt_common::model::{backward_recomputed, MaskRng, Network, Rollout};
 use tch::{Device, Kind, Tensor};
@@ -54,6 +56,9 @@ pub struct StepOutcome {
     pub loss: f64,
     /// Some rank asked to stop (preemption): every rank sees the same value.
     pub preempt: bool,
+    /// This rank's compute time (forward, backward, optimizer; not the all-reduce's wait),
+    /// seconds (wall clock: on a GPU it includes queued work only as far as it synchronised).
+    pub compute_secs: f64,
 }
 
 /// One optimizer step on `clips` `[B, I + F, C, H, W]`: forward with the scheduled-sampling
@@ -147,10 +152,14 @@ fn step_general(
         clock = Instant::now();
         e
     };
+    let tracker = rt.tracker.clone();
+    let started = Instant::now();
+    tracker.phase(Phase::Forward);
     let scale = rt.scaler.as_ref().map_or(1.0, |sc| sc.scale);
     let (l, forward) = match run(flat, scale)? {
         LossPhase::Graph(l) => {
             let forward = lap();
+            tracker.phase(Phase::Backward);
             flat.zero_grad();
             match &rt.scaler {
                 Some(sc) => (&l * sc.scale).backward(),
@@ -164,8 +173,12 @@ fn step_general(
         .to_device(device);
     let mut buf = Tensor::cat(&[flat.flat_grad(), extra], 0);
     let backward = lap();
+    let before_reduce = started.elapsed().as_secs_f64();
+    tracker.phase(Phase::AllReduce);
     rt.coll.all_reduce_mean(&mut buf)?;
     let allreduce = lap();
+    tracker.phase(Phase::Optimizer);
+    let after_reduce = Instant::now();
     let n = flat.numel();
     let mut grad = buf.narrow(0, 0, n);
     let tail = Vec::<f32>::try_from(buf.narrow(0, n, 2).to_device(Device::Cpu))?;
@@ -189,5 +202,6 @@ fn step_general(
     Ok(StepOutcome {
         loss: f64::from(tail[0]),
         preempt: tail[1] > 0.0,
+        compute_secs: before_reduce + after_reduce.elapsed().as_secs_f64(),
     })
 }

@@ -32,6 +32,7 @@ use crate::dist::parameter_drift;
 use crate::error::{Error, Result};
 use crate::runtime::Runtime;
 use convtt_core::fault::Phase;
+use convtt_core::protocol::Phase as Beacon;
 
 /// The data a run reads and how long it runs.
 pub struct Plan {
@@ -279,6 +280,7 @@ impl<'c> Trainer<'c> {
                     }
                 }
                 Stage::Step => {
+                    rt.tracker.phase(Beacon::Data);
                     self.faults
                         .hit(rt, Phase::Data, self.cur.step, &mut self.flat);
                     let (epoch, skip) = (self.cur.epoch, self.cur.batches_done as usize);
@@ -379,6 +381,9 @@ impl<'c> Trainer<'c> {
         self.cur.batches_done += 1;
         self.cur.samples_seen += samples;
         self.last_loss = outcome.loss;
+        let epoch = self.cur.epoch;
+        let ms = (outcome.compute_secs * 1000.0) as f32;
+        rt.tracker.step_done(self.cur.step, plan.total, epoch, ms);
         self.window.samples += samples;
         self.window.loss_sum += outcome.loss;
         self.window.steps += 1;
@@ -412,16 +417,7 @@ impl<'c> Trainer<'c> {
         self.log
             .write(json!({"kind": "train", "step": step, "epoch": epoch,
             "loss": loss, "lr": r.lr, "ss_ratio": r.ss_ratio, "samples_per_s": sps}));
-        let progress = convtt_core::protocol::Progress {
-            step,
-            total_steps: total,
-            epoch: epoch as u32,
-            loss: loss as f32,
-            samples_per_sec: sps as f32,
-        };
-        if let Err(e) = rt.coll.heartbeat(&progress) {
-            tracing::warn!("heartbeat: {e}");
-        }
+        rt.tracker.report(loss, sps);
     }
 
     /// Every `train.param_check_every` steps in a world of several: parameters still agree.
@@ -444,6 +440,7 @@ impl<'c> Trainer<'c> {
 
     /// Validates on `loader`, logs the line and writes the `valid` record.
     fn validate(&mut self, rt: &mut Runtime, loader: &Loader) -> Result<Validation> {
+        rt.tracker.phase(Beacon::Validation);
         let cfg = self.cfg;
         let (input, future) = (cfg.data.input_frames, cfg.data.future_frames);
         let v = match &self.task {
@@ -486,6 +483,7 @@ impl<'c> Trainer<'c> {
     /// Starts a checkpoint of the current state (committed at the next step boundary), with
     /// the current step's validation summary in its manifest.
     fn start_checkpoint(&mut self, rt: &Runtime) {
+        rt.tracker.phase(Beacon::CheckpointWrite);
         let (cfg, flat, sched, cur) = (self.cfg, &self.flat, &self.sched, &self.cur);
         let metrics = self.valid_metrics.clone().unwrap_or_default();
         self.pending = Some(begin_save(cfg, rt, flat, sched, cur, metrics));
@@ -496,6 +494,7 @@ impl<'c> Trainer<'c> {
     /// Commits the checkpoint in flight, if any.
     fn commit_pending(&mut self, rt: &mut Runtime) -> Result<()> {
         if let Some(p) = self.pending.take() {
+            rt.tracker.phase(Beacon::CheckpointCommit);
             self.faults
                 .hit(rt, Phase::Checkpoint, self.cur.step, &mut self.flat);
             if let Err(e) = finish_save(self.cfg, rt, p) {
@@ -566,6 +565,7 @@ impl<'c> Trainer<'c> {
     /// Peer recovery: stands by with this rank's state until the launcher resumes the group
     /// (donating the state when asked); rank 0 then records the recovery.
     fn stand_by(&mut self, rt: &mut Runtime) -> Result<()> {
+        rt.tracker.phase(Beacon::Recovery);
         let state = self.peer_state(rt);
         let mut bytes = Some(state.bytes);
         let mut donate = || bytes.take().unwrap_or_default();
@@ -604,6 +604,7 @@ impl<'c> Trainer<'c> {
                 "mode": "peer"}));
         }
         self.window = Window::new();
+        rt.tracker.reset_window();
     }
 
     /// End of an epoch: validation (when `train.valid_every` is 0) and the schedules' epoch
@@ -627,6 +628,7 @@ impl<'c> Trainer<'c> {
     /// The end of training: the pending checkpoint, a final validation, a final checkpoint
     /// unless the last step was saved, and (rank 0) `summary.toml` and the plots.
     fn finish(&mut self, rt: &mut Runtime, plan: &Plan) -> Result<()> {
+        rt.tracker.phase(Beacon::Finish);
         self.commit_pending(rt)?;
         let valid = match &plan.valid {
             Some(v) => Some(self.validate(rt, v)?),

@@ -120,6 +120,7 @@ pub fn validate_with(
     let mut forward_seconds = 0.0;
     tch::no_grad(|| -> Result<()> {
         for batch in loader.epoch(0) {
+            crate::heartbeat::process().beat();
             let clips = batch?.clips;
             let rollout = Rollout::training(input, future, None);
             let started = std::time::Instant::now();

@@ -6,7 +6,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -84,7 +84,8 @@ pub struct Resumed {
 /// flag behind [`AgentClient::preempt_requested`]; every other message is the reply to the one
 /// request in flight. Requests take `&mut self`, so there is never more than one.
 pub struct AgentClient {
-    stream: UnixStream,
+    /// The writing end, shared with [`HeartbeatSender`]s (one frame at a time).
+    stream: Arc<Mutex<UnixStream>>,
     replies: mpsc::Receiver<Reply>,
     preempt: Arc<AtomicBool>,
     /// Set when the launcher said the attempt failed (`Failed`, also unsolicited).
@@ -155,7 +156,7 @@ impl AgentClient {
             .name("convtt-agent-reader".into())
             .spawn(move || reader_loop(&mut read_half, &tx, &flag, &abort))?;
         let mut client = AgentClient {
-            stream,
+            stream: Arc::new(Mutex::new(stream)),
             replies,
             preempt,
             aborted,
@@ -385,7 +386,15 @@ impl AgentClient {
     }
 
     fn send(&mut self, msg: &WorkerMsg) -> Result<(), AgentError> {
-        write_frame(&mut self.stream, &msg.encode()).map_err(AgentError::Io)
+        send_on(&self.stream, msg)
+    }
+
+    /// A handle that sends heartbeats on this connection from another thread (a heartbeat
+    /// thread keeps reporting while the training thread is busy or stuck).
+    pub fn heartbeat_sender(&self) -> HeartbeatSender {
+        HeartbeatSender {
+            stream: self.stream.clone(),
+        }
     }
 
     fn reply(&mut self, what: &str) -> Result<LauncherMsg, AgentError> {
@@ -405,10 +414,34 @@ impl AgentClient {
     }
 }
 
+/// Sends heartbeats on an [`AgentClient`]'s connection from another thread.
+#[derive(Debug, Clone)]
+pub struct HeartbeatSender {
+    stream: Arc<Mutex<UnixStream>>,
+}
+
+impl HeartbeatSender {
+    /// Sends one heartbeat (an error once the connection is closed).
+    pub fn send(&self, progress: &Progress) -> Result<(), AgentError> {
+        send_on(&self.stream, &WorkerMsg::Heartbeat(*progress))
+    }
+}
+
+fn send_on(stream: &Mutex<UnixStream>, msg: &WorkerMsg) -> Result<(), AgentError> {
+    let frame = msg.encode();
+    let mut s = stream
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    write_frame(&mut *s, &frame).map_err(AgentError::Io)
+}
+
 impl Drop for AgentClient {
     fn drop(&mut self) {
-        // Shutting the socket down ends the reader thread's blocking read.
-        let _ = self.stream.shutdown(std::net::Shutdown::Both);
+        // Shutting the socket down ends the reader thread's blocking read (and makes every
+        // heartbeat sender's next send fail).
+        if let Ok(s) = self.stream.lock() {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
         if let Some(h) = self.reader.take() {
             let _ = h.join();
         }

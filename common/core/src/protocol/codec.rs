@@ -3,7 +3,7 @@
 
 use std::io::{self, Read, Write};
 
-use super::messages::{LauncherMsg, Progress, WorkerMsg};
+use super::messages::{LauncherMsg, Phase, Progress, WorkerMsg};
 use super::MAX_FRAME;
 
 /// A frame that does not decode.
@@ -162,7 +162,10 @@ impl WorkerMsg {
                 .u64(p.total_steps)
                 .u32(p.epoch)
                 .f32(p.loss)
-                .f32(p.samples_per_sec),
+                .f32(p.samples_per_sec)
+                .u32(u32::from(p.phase.to_u8()))
+                .u64(p.beat)
+                .f32(p.compute_ms),
             WorkerMsg::NcclId(id) => Enc::new(3).bytes(id),
             WorkerMsg::WantNcclId => Enc::new(4),
             WorkerMsg::AllReduce { seq, data } => Enc::new(5).u64(*seq).f32s(data),
@@ -198,6 +201,9 @@ impl WorkerMsg {
                 epoch: d.u32()?,
                 loss: d.f32()?,
                 samples_per_sec: d.f32()?,
+                phase: Phase::from_u8(d.u32()? as u8),
+                beat: d.u64()?,
+                compute_ms: d.f32()?,
             }),
             3 => WorkerMsg::NcclId(d.bytes()?),
             4 => WorkerMsg::WantNcclId,

@@ -1,5 +1,78 @@
 //! The messages of the agent channel, worker → launcher and launcher → worker.
 
+/// Where a worker's training thread is, reported with every heartbeat (the launcher names
+/// the phase of a hang with it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Phase {
+    /// Connecting, building the model, opening the data.
+    #[default]
+    Startup,
+    /// Waiting for the next batch.
+    Data,
+    /// The forward pass and the loss.
+    Forward,
+    /// The backward pass.
+    Backward,
+    /// The gradient all-reduce (waiting for the other ranks).
+    AllReduce,
+    /// Clipping and the optimizer update.
+    Optimizer,
+    /// Validation.
+    Validation,
+    /// Writing this rank's checkpoint shard.
+    CheckpointWrite,
+    /// Committing a checkpoint (barriers, verification).
+    CheckpointCommit,
+    /// Standing by in a peer recovery.
+    Recovery,
+    /// After the last step: final validation, checkpoint, summary, plots.
+    Finish,
+}
+
+impl Phase {
+    /// Every phase, in wire order.
+    pub const ALL: [Phase; 11] = [
+        Phase::Startup,
+        Phase::Data,
+        Phase::Forward,
+        Phase::Backward,
+        Phase::AllReduce,
+        Phase::Optimizer,
+        Phase::Validation,
+        Phase::CheckpointWrite,
+        Phase::CheckpointCommit,
+        Phase::Recovery,
+        Phase::Finish,
+    ];
+
+    /// Its name in messages and post-mortems.
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Startup => "startup",
+            Phase::Data => "data loading",
+            Phase::Forward => "forward",
+            Phase::Backward => "backward",
+            Phase::AllReduce => "all-reduce",
+            Phase::Optimizer => "optimizer",
+            Phase::Validation => "validation",
+            Phase::CheckpointWrite => "checkpoint write",
+            Phase::CheckpointCommit => "checkpoint commit",
+            Phase::Recovery => "peer recovery",
+            Phase::Finish => "finish",
+        }
+    }
+
+    /// The wire byte.
+    pub fn to_u8(self) -> u8 {
+        Phase::ALL.iter().position(|p| *p == self).unwrap_or(0) as u8
+    }
+
+    /// From the wire byte (an unknown byte reads as `Startup`).
+    pub fn from_u8(b: u8) -> Phase {
+        Phase::ALL.get(b as usize).copied().unwrap_or_default()
+    }
+}
+
 /// Progress a worker reports with each heartbeat.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct Progress {
@@ -13,6 +86,14 @@ pub struct Progress {
     pub loss: f32,
     /// Training throughput of this worker.
     pub samples_per_sec: f32,
+    /// Where the training thread is.
+    pub phase: Phase,
+    /// Bumped at every phase change and every batch: the launcher tells a hang (no progress)
+    /// from a dead worker (no heartbeat) with it.
+    pub beat: u64,
+    /// Mean compute time of the last steps (forward, backward, optimizer; collective waits
+    /// excluded), milliseconds; 0 until a step was timed. Straggler detection compares it.
+    pub compute_ms: f32,
 }
 
 /// Worker → launcher.

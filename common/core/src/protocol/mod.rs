@@ -28,9 +28,9 @@ mod client;
 mod codec;
 mod messages;
 
-pub use client::{AgentClient, AgentError, Resumed};
+pub use client::{AgentClient, AgentError, HeartbeatSender, Resumed};
 pub use codec::{frame_len, read_frame, write_frame, ProtocolError};
-pub use messages::{LauncherMsg, Progress, WorkerMsg};
+pub use messages::{LauncherMsg, Phase, Progress, WorkerMsg};
 
 /// Bumped whenever a message layout changes; the launcher refuses a mismatched hello.
 pub const PROTOCOL_VERSION: u32 = 2;

@@ -29,7 +29,13 @@ fn every_message_round_trips() {
         epoch: 2,
         loss: 0.25,
         samples_per_sec: 123.5,
+        phase: Phase::CheckpointCommit,
+        beat: 77,
+        compute_ms: 512.5,
     }));
+    for p in Phase::ALL {
+        assert_eq!(Phase::from_u8(p.to_u8()), p);
+    }
     round_trip_worker(WorkerMsg::NcclId((0..128).collect()));
     round_trip_worker(WorkerMsg::WantNcclId);
     round_trip_worker(WorkerMsg::AllReduce {

@@ -29,6 +29,8 @@ struct State {
     ranks: BTreeMap<u32, Progress>,
     rate: Option<(Instant, u64)>,
     steps_per_sec: Option<f64>,
+    /// Appended to the progress line (stragglers).
+    note: String,
 }
 
 impl Console {
@@ -67,6 +69,11 @@ impl Console {
         let _ = err.flush();
     }
 
+    /// Sets what the progress line ends with (e.g. ` · straggler r1 ×1.6`; empty for nothing).
+    pub fn set_note(&self, note: String) {
+        self.state.lock().expect("console lock").note = note;
+    }
+
     /// Records a rank's progress and redraws (or periodically logs) the job line.
     pub fn progress(&self, rank: u32, p: Progress, local_workers: usize, num_nodes: u32) {
         let mut st = self.state.lock().expect("console lock");
@@ -89,7 +96,7 @@ impl Console {
         let node_rate: f32 = st.ranks.values().map(|p| p.samples_per_sec).sum();
         let rate = node_rate * num_nodes as f32 * (local_workers.max(1) as f32)
             / st.ranks.len().max(1) as f32;
-        let line = format_line(&lead, rate, st.steps_per_sec);
+        let line = format_line(&lead, rate, st.steps_per_sec) + &st.note;
         if self.tty {
             let mut err = std::io::stderr().lock();
             let _ = write!(err, "\r\x1b[2K{line}");

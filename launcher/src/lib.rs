@@ -7,7 +7,8 @@
 //! Module map: [`plan`] (what runs where), [`topology`] (sysfs → CPU sets), [`slurm`] (Slurm
 //! environment, hostlists), [`cluster`] (MPI between launchers), [`agent`] (the worker socket),
 //! [`child`] (one worker process), [`supervisor`] (attempts, restarts, peer recovery),
-//! [`postmortem`] (a hang's verdict and stacks), [`restart`] (the pure policy), [`shutdown`] (signals), [`console`] (terminal output), [`sweep`] (hyper-parameter sweeps,
+//! [`postmortem`] (a hang's verdict and stacks), [`straggler`] (slow ranks), [`restart`] (the pure
+//! policy), [`shutdown`] (signals), [`console`] (terminal output), [`sweep`] (hyper-parameter sweeps,
 //! locally and as Slurm job arrays).
 #![warn(missing_docs)]
 // `deny`, not `forbid`: the pre-exec hook in `sys.rs` (between fork and exec) needs `unsafe`,
@@ -26,6 +27,7 @@ pub mod postmortem;
 pub mod restart;
 pub mod shutdown;
 pub mod slurm;
+pub mod straggler;
 pub mod supervisor;
 pub mod sweep;
 mod sys;

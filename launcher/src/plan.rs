@@ -123,6 +123,8 @@ pub struct Timing {
     pub policy: Policy,
     /// `launch.recovery = "peer"`: replace a dead worker from its peers' memory when possible.
     pub peer_recovery: bool,
+    /// `launch.straggler_ratio` (0: off).
+    pub straggler_ratio: f64,
 }
 
 impl Timing {
@@ -136,6 +138,7 @@ impl Timing {
             collective_timeout: s(l.collective_timeout_secs),
             preempt_deadline: s(l.preempt_deadline_secs),
             peer_recovery: l.recovery == convtt_core::config::Recovery::Peer,
+            straggler_ratio: l.straggler_ratio,
             policy: Policy {
                 max_restarts: l.max_restarts,
                 base_delay: s(l.restart_delay_secs),

@@ -42,6 +42,23 @@ use crate::error::{Error, Result};
 use crate::plan::Plan;
 use crate::restart::{self, Cause, Decision, Exit};
 use crate::shutdown::{Shutdown, Stop};
+use crate::straggler::{Change, Detector};
+
+/// Appends one JSON line to `<run>/metrics.jsonl` (one `write` with `O_APPEND`, so it never
+/// interleaves with rank 0's lines on a local file system).
+fn append_record(run_dir: &std::path::Path, record: &serde_json::Value) {
+    use std::io::Write as _;
+    let path = convtt_core::RunDir::new(run_dir).metrics();
+    let line = format!("{record}\n");
+    let r = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .and_then(|mut f| f.write_all(line.as_bytes()));
+    if let Err(e) = r {
+        tracing::warn!("cannot append to {}: {e}", path.display());
+    }
+}
 
 /// Runs the job on this node until it finishes, is preempted or gives up.
 pub async fn run(
@@ -191,6 +208,8 @@ struct Attempt<'a> {
     recovering: Option<u32>,
     /// The post-mortem written for this attempt's hang, if any.
     postmortem: Option<std::path::PathBuf>,
+    /// Who straggles.
+    stragglers: Detector,
 }
 
 type WorkerTasks = JoinSet<(u32, Exit, Vec<String>)>;
@@ -312,6 +331,7 @@ impl<'a> Attempt<'a> {
             restarts_before: 0,
             recovering: None,
             postmortem: None,
+            stragglers: Detector::new(t.straggler_ratio, plan.slots.len()),
         };
         Ok((attempt, tasks, events))
     }
@@ -377,6 +397,9 @@ impl<'a> Attempt<'a> {
                 let p = self.plan;
                 self.console
                     .progress(rank, progress, p.slots.len(), p.num_nodes);
+                for change in self.stragglers.update(rank, f64::from(progress.compute_ms)) {
+                    self.on_straggler(change, progress.step);
+                }
             }
             AgentEvent::Goodbye { rank, code, reason } => {
                 tracing::info!(rank, code, "worker says goodbye: {reason}");
@@ -493,6 +516,46 @@ impl<'a> Attempt<'a> {
             (child.rank(), exit, child.tail())
         });
         Ok(())
+    }
+
+    /// A rank became a straggler (or stopped being one): the warning, the `straggler` record
+    /// in `<run>/metrics.jsonl` and the progress line's note. Nothing else is done.
+    fn on_straggler(&mut self, change: Change, step: u64) {
+        let p = self.plan;
+        match change {
+            Change::Flagged {
+                rank,
+                compute_ms,
+                median_ms,
+                ratio,
+            } => {
+                let slot = p.slots.iter().find(|s| s.rank == rank);
+                let (cpus, device) = slot.map_or((String::new(), String::new()), |s| {
+                    (s.cpus.to_string(), s.device.to_string())
+                });
+                tracing::warn!(
+                    "straggler: rank {rank} on {} (cpus {cpus}, {device}) computes {compute_ms:.0} \
+                     ms per step, {ratio:.2}× the median {median_ms:.0} ms of this node's ranks \
+                     (launch.straggler_ratio = {}); reported only",
+                    p.host,
+                    p.timing.straggler_ratio
+                );
+                let record = serde_json::json!({"kind": "straggler", "step": step, "rank": rank,
+                    "host": p.host, "cpus": cpus, "device": device, "compute_ms": compute_ms,
+                    "median_ms": median_ms, "ratio": ratio, "attempt": self.number});
+                append_record(&p.run_dir, &record);
+            }
+            Change::Cleared { rank } => {
+                tracing::info!("rank {rank} is no longer a straggler");
+            }
+        }
+        let note: String = self
+            .stragglers
+            .flagged()
+            .iter()
+            .map(|r| format!(" · straggler r{r}"))
+            .collect();
+        self.console.set_note(note);
     }
 
     /// Before anything is killed: `<run>/postmortem-a<attempt>.txt` and `.json` with the hub's

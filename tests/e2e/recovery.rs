@@ -62,7 +62,12 @@ fn a_killed_worker_is_replaced_from_its_peers_memory_and_no_step_is_lost() {
     let ov = overrides(8);
     let reference = dir.path().join("reference");
     let out = run(&mut launch(&reference, &ov, None));
-    assert_eq!(out.status.code(), Some(0), "reference: {}", texts(&out).1);
+    let stderr = texts(&out).1;
+    assert_eq!(out.status.code(), Some(0), "reference: {stderr}");
+    assert!(
+        !stderr.contains("straggler"),
+        "a normal run flags none: {stderr}"
+    );
 
     let recovered = dir.path().join("recovered");
     let out = run(&mut launch(&recovered, &ov, Some("kill:rank=1:step=5")));
@@ -190,4 +195,28 @@ fn a_hang_is_caught_by_progress_and_the_post_mortem_names_rank_phase_and_step() 
     assert_eq!(ranks[0]["phase"], "all-reduce");
     let steps: Vec<u64> = train_losses(&run_dir).into_keys().collect();
     assert_eq!(steps, (1..=8).collect::<Vec<_>>());
+}
+
+/// Rank 1 made slow (injected: 1.5 s more compute per step) is flagged as a straggler — the
+/// warning names rank, host, CPUs and ratio, and a `straggler` record is written — while rank 0
+/// is not; the run itself is unaffected.
+#[test]
+fn a_slow_rank_is_flagged_as_a_straggler() {
+    let dir = TempDir::new("slow");
+    let mut ov = overrides(8);
+    ov.push("launch.heartbeat_secs=0.5".into());
+    let run_dir = dir.path().join("run");
+    let out = run(&mut launch(&run_dir, &ov, Some("slow:rank=1:ms=1500")));
+    let stderr = texts(&out).1;
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("straggler: rank 1 on "), "{stderr}");
+    assert!(!stderr.contains("straggler: rank 0"), "{stderr}");
+    let rec = records(&run_dir, "straggler");
+    assert!(!rec.is_empty(), "a straggler record");
+    assert!(rec.iter().all(|r| r["rank"] == 1), "{rec:?}");
+    assert!(rec[0]["ratio"].as_f64().unwrap() > 1.3, "{rec:?}");
+    assert!(
+        rec[0]["cpus"].as_str().is_some_and(|c| !c.is_empty()),
+        "{rec:?}"
+    );
 }

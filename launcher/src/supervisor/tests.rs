@@ -78,6 +78,7 @@ fn plan(run: &Run, workers: usize, script: &str, max_restarts: u32) -> Plan {
             collective_timeout: Duration::from_secs(60),
             preempt_deadline: Duration::from_secs(20),
             peer_recovery: false,
+            straggler_ratio: 0.0,
             policy: Policy {
                 max_restarts,
                 base_delay: Duration::from_millis(10),

@@ -56,9 +56,9 @@ pub struct StepOutcome {
     pub loss: f64,
     /// Some rank asked to stop (preemption): every rank sees the same value.
     pub preempt: bool,
-    /// This rank's compute time (forward, backward, optimizer; not the all-reduce's wait),
-    /// seconds (wall clock: on a GPU it includes queued work only as far as it synchronised).
-    pub compute_secs: f64,
+    /// Wall-clock seconds in the gradient all-reduce (mostly waiting for the slowest rank):
+    /// the trainer subtracts it from the step's time to get this rank's compute time.
+    pub allreduce_secs: f64,
 }
 
 /// One optimizer step on `clips` `[B, I + F, C, H, W]`: forward with the scheduled-sampling
@@ -153,7 +153,6 @@ fn step_general(
         e
     };
     let tracker = rt.tracker.clone();
-    let started = Instant::now();
     tracker.phase(Phase::Forward);
     let scale = rt.scaler.as_ref().map_or(1.0, |sc| sc.scale);
     let (l, forward) = match run(flat, scale)? {
@@ -173,12 +172,12 @@ fn step_general(
         .to_device(device);
     let mut buf = Tensor::cat(&[flat.flat_grad(), extra], 0);
     let backward = lap();
-    let before_reduce = started.elapsed().as_secs_f64();
     tracker.phase(Phase::AllReduce);
+    let reduce_start = Instant::now();
     rt.coll.all_reduce_mean(&mut buf)?;
+    let allreduce_secs = reduce_start.elapsed().as_secs_f64();
     let allreduce = lap();
     tracker.phase(Phase::Optimizer);
-    let after_reduce = Instant::now();
     let n = flat.numel();
     let mut grad = buf.narrow(0, 0, n);
     let tail = Vec::<f32>::try_from(buf.narrow(0, n, 2).to_device(Device::Cpu))?;
@@ -202,6 +201,6 @@ fn step_general(
     Ok(StepOutcome {
         loss: f64::from(tail[0]),
         preempt: tail[1] > 0.0,
-        compute_secs: before_reduce + after_reduce.elapsed().as_secs_f64(),
+        allreduce_secs,
     })
 }

@@ -289,8 +289,6 @@ impl<'c> Trainer<'c> {
                         None => Stage::EndEpoch,
                         Some(batch) => {
                             let batch = batch?;
-                            self.faults
-                                .hit(rt, Phase::Forward, self.cur.step, &mut self.flat);
                             let report = self.step(rt, batch, plan)?;
                             self.progress(rt, &report, plan.total);
                             self.log.check()?;
@@ -351,6 +349,11 @@ impl<'c> Trainer<'c> {
 
     /// One optimizer step on `batch` with this step's learning rate and sampling ratio.
     fn step(&mut self, rt: &mut Runtime, batch: Batch, plan: &Plan) -> Result<StepReport> {
+        // Compute time: from here to the end of the step, less the all-reduce's wall time (an
+        // injected `slow` fault counts as compute, as a slow rank's own work would).
+        let started = Instant::now();
+        self.faults
+            .hit(rt, Phase::Forward, self.cur.step, &mut self.flat);
         let cfg = self.cfg;
         let (rank, world) = (rt.rank(), rt.world());
         let lr = self.sched.lr_at(&cfg.optim, self.cur.step, plan.total);
@@ -382,7 +385,8 @@ impl<'c> Trainer<'c> {
         self.cur.samples_seen += samples;
         self.last_loss = outcome.loss;
         let epoch = self.cur.epoch;
-        let ms = (outcome.compute_secs * 1000.0) as f32;
+        let compute = started.elapsed().as_secs_f64() - outcome.allreduce_secs;
+        let ms = (compute.max(0.0) * 1000.0) as f32;
         rt.tracker.step_done(self.cur.step, plan.total, epoch, ms);
         self.window.samples += samples;
         self.window.loss_sum += outcome.loss;

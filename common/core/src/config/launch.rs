@@ -40,6 +40,10 @@ pub struct LaunchConfig {
     /// lost) or `"checkpoint"` (the whole group restarts from the newest checkpoint). Peer
     /// recovery needs CPU workers on one node; elsewhere the checkpoint restart is used.
     pub recovery: Recovery,
+    /// A rank whose compute time per step exceeds this many times the median of its node's
+    /// ranks is reported as a straggler (a warning, a `straggler` record, the progress line);
+    /// nothing else is done about it. 0 turns the report off.
+    pub straggler_ratio: f64,
 }
 
 /// `launch.recovery`.
@@ -68,6 +72,7 @@ impl Default for LaunchConfig {
             startup_timeout_secs: 600.0,
             restart_delay_secs: 1.0,
             recovery: Recovery::Peer,
+            straggler_ratio: 1.3,
         }
     }
 }
@@ -136,6 +141,13 @@ impl LaunchConfig {
                     self.preempt_deadline_secs
                 )
             },
+        );
+        let r = self.straggler_ratio;
+        check(
+            errs,
+            r == 0.0 || (r.is_finite() && r > 1.0),
+            "launch.straggler_ratio",
+            || format!("must be 0 (off) or a ratio above 1 (got {r})"),
         );
         if self.heartbeat_secs.is_finite() && self.heartbeat_timeout_secs.is_finite() {
             check(

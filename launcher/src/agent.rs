@@ -405,6 +405,12 @@ struct RankState {
     progressed: Instant,
 }
 
+/// Sequence numbers of the recovery's own operations across nodes (collectives count from 1
+/// after a resume and never reach them): node 0's survivors' (step, checksum) to compare with,
+/// and the barrier before everyone resumes.
+const RECOVERY_AGREE: u64 = u64::MAX - 1;
+const RECOVERY_JOIN: u64 = u64::MAX;
+
 /// A dead rank being replaced from its peers' memory.
 struct Recovery {
     lost: u32,
@@ -416,6 +422,12 @@ struct Recovery {
     wants_state: bool,
     /// The donor was asked for it.
     asked: bool,
+    /// The group's (step, checksum), once every node's survivors agreed on it.
+    agreed: Option<(u64, u64)>,
+    /// The agreement across nodes is under way.
+    agreeing: bool,
+    /// The barrier before the resume is under way.
+    joining: bool,
 }
 
 struct Hub {
@@ -848,6 +860,12 @@ impl Hub {
     }
 
     fn remote_done(&mut self, key: OpKey, res: ClusterResult<Remote>) {
+        if key.attempt != self.spec.attempt {
+            return; // an operation of an attempt a peer recovery left behind
+        }
+        if matches!(key.seq, RECOVERY_AGREE | RECOVERY_JOIN) && key.kind != OpKind::NcclId {
+            return self.recovery_step_done(key.seq, res);
+        }
         match key.kind {
             OpKind::NcclId => match res {
                 Ok(Remote::Bytes(id)) => {
@@ -1103,6 +1121,9 @@ impl Hub {
             standby: BTreeMap::new(),
             wants_state: false,
             asked: false,
+            agreed: None,
+            agreeing: false,
+            joining: false,
         });
     }
 
@@ -1151,8 +1172,10 @@ impl Hub {
         self.send_rank(lost, LauncherMsg::State { checksum, data });
     }
 
-    /// Once every survivor stands by with the same state: ask the donor for it (when the
-    /// replacement wants it); once the replacement stands by with that state too: resume.
+    /// The recovery's steps, each taken once the one before is done: every local survivor
+    /// stands by with the same state → the nodes agree on it (node 0's survivors' state, over
+    /// MPI; at once on one node) → the donor hands it to the replacement (on the dead rank's
+    /// node) → the replacement stands by with it → a barrier of the nodes → resume.
     fn advance_recovery(&mut self) {
         let Some(rec) = self.recovery.as_mut() else {
             return;
@@ -1167,7 +1190,13 @@ impl Hub {
         if !survivors.iter().all(|r| rec.standby.contains_key(r)) {
             return;
         }
-        let donor = survivors[0];
+        let Some(&donor) = survivors.first() else {
+            let msg = format!(
+                "peer recovery of rank {}: no healthy worker on this node to take its state from",
+                rec.lost
+            );
+            return self.fail(msg);
+        };
         let want = rec.standby[&donor];
         if let Some(&r) = survivors.iter().find(|r| rec.standby[*r] != want) {
             let got = rec.standby[&r];
@@ -1178,23 +1207,99 @@ impl Hub {
             );
             return self.fail(msg);
         }
-        if rec.wants_state && !rec.asked {
-            rec.asked = true;
-            return self.send_rank(donor, LauncherMsg::SendState);
-        }
-        let Some(&mine) = rec.standby.get(&rec.lost) else {
+        let Some(agreed) = rec.agreed else {
+            if !rec.agreeing {
+                rec.agreeing = true;
+                let mut bytes = want.0.to_le_bytes().to_vec();
+                bytes.extend_from_slice(&want.1.to_le_bytes());
+                let node0 = self.cluster.node_rank() == 0;
+                self.remote(OpKind::Bcast, RECOVERY_AGREE, node0.then_some(bytes));
+            }
             return;
         };
-        if mine != want {
+        if agreed != want {
             let msg = format!(
-                "peer recovery of rank {}: after installing the donated state it stands at step \
-                 {} checksum {:016x}, the group at step {} checksum {:016x}",
-                rec.lost, mine.0, mine.1, want.0, want.1
+                "peer recovery of rank {}: node 0's survivors stand at step {} checksum {:016x}, \
+                 this node's at step {} checksum {:016x}",
+                rec.lost, agreed.0, agreed.1, want.0, want.1
             );
             return self.fail(msg);
         }
-        let rec = self.recovery.take().expect("checked above");
+        if self.spec.local_ranks.contains(&rec.lost) {
+            if rec.wants_state && !rec.asked {
+                rec.asked = true;
+                return self.send_rank(donor, LauncherMsg::SendState);
+            }
+            let Some(&mine) = rec.standby.get(&rec.lost) else {
+                return;
+            };
+            if mine != want {
+                let msg = format!(
+                    "peer recovery of rank {}: after installing the donated state it stands at \
+                     step {} checksum {:016x}, the group at step {} checksum {:016x}",
+                    rec.lost, mine.0, mine.1, want.0, want.1
+                );
+                return self.fail(msg);
+            }
+        }
+        if !rec.joining {
+            rec.joining = true;
+            self.remote(OpKind::Barrier, RECOVERY_JOIN, None);
+        }
+    }
+
+    /// Starts the recovery's operation `seq` across the nodes; its result comes back as a
+    /// `Remote` message.
+    fn remote(&self, kind: OpKind, seq: u64, bytes: Option<Vec<u8>>) {
+        let key = OpKey {
+            kind,
+            attempt: self.spec.attempt,
+            seq,
+        };
+        let (cluster, me) = (self.cluster.clone(), self.me.clone());
+        tokio::spawn(async move {
+            let r = match kind {
+                OpKind::Barrier => cluster.barrier(key).await.map(|()| Remote::Done),
+                _ => cluster.bcast(key, bytes).await.map(Remote::Bytes),
+            };
+            let _ = me.send(HubIn::Remote(key, r));
+        });
+    }
+
+    /// A recovery operation across the nodes is done.
+    fn recovery_step_done(&mut self, seq: u64, res: ClusterResult<Remote>) {
+        let Some(rec) = self.recovery.as_mut() else {
+            return;
+        };
+        match (seq, res) {
+            (RECOVERY_AGREE, Ok(Remote::Bytes(b))) if b.len() == 16 => {
+                let word = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
+                rec.agreed = Some((word(0), word(8)));
+                self.advance_recovery();
+            }
+            (RECOVERY_JOIN, Ok(Remote::Done)) => self.resume(),
+            (_, Err(e)) => {
+                let lost = rec.lost;
+                self.fail(format!(
+                    "peer recovery of rank {lost} across nodes failed: {e}"
+                ));
+            }
+            (_, Ok(_)) => {
+                let lost = rec.lost;
+                self.fail(format!(
+                    "peer recovery of rank {lost}: a malformed agreement between nodes"
+                ));
+            }
+        }
+    }
+
+    /// Every node is ready: every local rank goes on (collectives count from 1 again).
+    fn resume(&mut self) {
+        let Some(rec) = self.recovery.take() else {
+            return;
+        };
         let seconds = rec.started.elapsed().as_secs_f64();
+        let step = rec.agreed.map_or(0, |a| a.0);
         let resume = LauncherMsg::Resume {
             attempt: self.spec.attempt,
             lost_rank: rec.lost,
@@ -1211,7 +1316,7 @@ impl Hub {
         }
         let _ = self.events.send(AgentEvent::Recovered {
             rank: rec.lost,
-            step: want.0,
+            step,
             seconds,
         });
     }

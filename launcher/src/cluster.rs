@@ -65,6 +65,9 @@ pub struct NodeStatus {
     pub ready: u8,
     /// The node is done with MPI.
     pub quit: bool,
+    /// In `attempt`, this global rank is being replaced from its peers' memory (peer
+    /// recovery): every node follows into the same attempt.
+    pub recovering: Option<u32>,
 }
 
 /// Why an operation across the nodes' launchers failed (it crosses from the MPI thread to the
@@ -91,6 +94,10 @@ pub enum ClusterError {
     /// The MPI thread answered with another kind of reply (a bug).
     #[error("MPI thread: wrong reply to a {0}")]
     WrongReply(&'static str),
+    /// The operation belongs to an attempt this node has left (a peer recovery moved on)
+    /// and not every node was ready for it.
+    #[error("the operation's attempt was superseded by a peer recovery")]
+    Superseded,
 }
 
 /// `Result` of a cluster operation.
@@ -339,6 +346,7 @@ fn encode_status(s: &NodeStatus, pending: &[(OpKey, u64)]) -> [u64; WIDTH] {
     v[2] = s.verdict.map_or(0, Verdict::encode);
     v[3] = u64::from(s.ready);
     v[4] = pending.len().min(MAX_PENDING) as u64;
+    v[5] = s.recovering.map_or(0, |r| u64::from(r) + 1);
     for (i, (k, len)) in pending.iter().take(MAX_PENDING).enumerate() {
         let b = HEAD + 4 * i;
         v[b] = k.kind as u64;
@@ -357,6 +365,7 @@ fn decode_status(v: &[u64]) -> (NodeStatus, Vec<(u64, u64, u64, u64)>) {
         quit: v[1] & 4 != 0,
         verdict: Verdict::decode(v[2]),
         ready: v[3] as u8,
+        recovering: v[5].checked_sub(1).map(|r| r as u32),
     };
     let n = (v[4] as usize).min(MAX_PENDING);
     let keys = (0..n)
@@ -416,7 +425,19 @@ fn mpi_thread(
                 .iter()
                 .all(|(_, ks)| ks.iter().any(|k| (k.0, k.1, k.2) == (k0.0, k0.1, k0.2)))
         });
-        let Some(&(kind, attempt, seq, _)) = ready else {
+        let ready = ready.copied();
+        // Operations of attempts this node has left (a peer recovery) that not every node is
+        // ready for will never complete: answer them, freeing their slots.
+        pending.retain_mut(|r| {
+            let key = (r.key.kind as u64, u64::from(r.key.attempt), r.key.seq);
+            let stale = r.key.attempt < me.attempt && ready.is_none_or(|k| (k.0, k.1, k.2) != key);
+            if stale {
+                let (tx, _) = oneshot::channel();
+                let _ = std::mem::replace(&mut r.reply, tx).send(Err(ClusterError::Superseded));
+            }
+            !stale
+        });
+        let Some((kind, attempt, seq, _)) = ready else {
             std::thread::sleep(ROUND);
             continue;
         };
@@ -487,6 +508,7 @@ mod tests {
             verdict: Some(Verdict::Retry { code: 137 }),
             ready: 1,
             quit: true,
+            recovering: Some(3),
         };
         let key = OpKey {
             kind: OpKind::Sum,

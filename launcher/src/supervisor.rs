@@ -419,6 +419,7 @@ impl<'a> Attempt<'a> {
                     self.number
                 );
                 self.recovering = None;
+                self.cluster.report(|s| s.recovering = None);
             }
             AgentEvent::Stalled(diagnosis) if self.teardown.is_none() => {
                 self.write_postmortem(&diagnosis);
@@ -449,14 +450,51 @@ impl<'a> Attempt<'a> {
         let used = self.restarts_before + self.ended.recoveries;
         p.timing.peer_recovery
             && cpu
-            && p.num_nodes == 1
             && matches!(restart::classify_exit(exit), restart::Verdict::Retry { .. })
             && self.workers[&rank].connected
             && !self.alive.is_empty()
+            && self.may_follow()
+            && used < p.timing.policy.max_restarts
+    }
+
+    /// Whether this node can take part in a peer recovery (its own, or another node's).
+    fn may_follow(&self) -> bool {
+        let used = self.restarts_before + self.ended.recoveries;
+        self.plan.timing.peer_recovery
             && self.teardown.is_none()
             && !self.ended.preempted
             && self.recovering.is_none()
-            && used < p.timing.policy.max_restarts
+            && used < self.plan.timing.policy.max_restarts
+    }
+
+    /// Another node replaces global rank `rank` (its status shows the next attempt with
+    /// `recovering`): this node's workers stand by too, in the same attempt — or, when this
+    /// node cannot take part, it fails that attempt so every node falls back to the checkpoint.
+    fn follow(&mut self, node: usize, rank: u32) -> Reaction {
+        let can = self.may_follow();
+        // Attempt numbers (and the restarts they count) stay equal on every node, whether this
+        // node takes part or not.
+        self.number += 1;
+        self.ended.attempt = self.number;
+        self.ended.recoveries += 1;
+        let number = self.number;
+        if !can {
+            self.cluster.report(|s| s.attempt = number);
+            let msg = format!("node {node} replaces rank {rank}, but this node cannot take part");
+            return Reaction::fail(Cause::PeerNode(node as u32), format!(": {msg}"));
+        }
+        self.recovering = Some(rank);
+        self.cluster.report(|s| {
+            s.attempt = number;
+            s.recovering = Some(rank);
+        });
+        tracing::warn!(
+            "node {node} replaces rank {rank} from its peers' memory: this node's workers stand \
+             by (attempt {number})"
+        );
+        self.agent
+            .peer_lost(rank, number, &format!("lost on node {node}"));
+        Reaction::default()
     }
 
     /// Starts the peer recovery of `rank`: the next attempt number, the hub told, and a
@@ -467,6 +505,11 @@ impl<'a> Attempt<'a> {
         self.ended.attempt = self.number;
         self.ended.recoveries += 1;
         self.recovering = Some(rank);
+        let number = self.number;
+        self.cluster.report(|s| {
+            s.attempt = number;
+            s.recovering = Some(rank);
+        });
         let used = self.restarts_before + self.ended.recoveries;
         let last = tail
             .last()
@@ -604,6 +647,15 @@ impl<'a> Attempt<'a> {
             return Reaction::fail(Cause::Hung(msg.into()), format!(": {msg}"));
         };
         let me = self.cluster.node_rank() as usize;
+        // Another node moved on to the next attempt to replace a rank: follow it.
+        let follow = nodes.iter().enumerate().find_map(|(i, s)| {
+            (i != me && s.attempt == self.number + 1)
+                .then_some(s.recovering.map(|r| (i, r)))
+                .flatten()
+        });
+        if let Some((node, rank)) = follow {
+            return self.follow(node, rank);
+        }
         let mut r = Reaction::default();
         for (i, s) in nodes.iter().enumerate() {
             if i == me || s.attempt != self.number {

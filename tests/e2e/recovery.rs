@@ -220,3 +220,54 @@ fn a_slow_rank_is_flagged_as_a_straggler() {
         "{rec:?}"
     );
 }
+
+/// Two MPI "nodes" of two workers each (`mpirun -n 2`); rank 3 (on node 1) kills itself
+/// before step 4. Node 1 replaces it from rank 2's memory while node 0's workers stand by in
+/// the same attempt; the nodes agree on the state and resume together: every step once, and
+/// bitwise the uninterrupted run's final parameters.
+#[test]
+fn a_worker_lost_on_one_mpi_node_is_replaced_there_while_the_other_node_waits() {
+    let dir = TempDir::new("mpipeer");
+    let ov = overrides(6);
+    let reference = dir.path().join("reference");
+    let out = run(crate::train::mpirun_launch(&reference, &ov).env_remove("CONVTT_FAULT"));
+    assert_eq!(out.status.code(), Some(0), "reference: {}", texts(&out).1);
+    let recovered = dir.path().join("recovered");
+    let out =
+        run(crate::train::mpirun_launch(&recovered, &ov).env("CONVTT_FAULT", "kill:rank=3:step=3"));
+    let stderr = texts(&out).1;
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("rank 3 (pid") && stderr.contains("replacing it from its peers' memory"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("node 1 replaces rank 3 from its peers' memory"),
+        "node 0 followed: {stderr}"
+    );
+    assert_eq!(
+        stderr.matches("recovered from its peers' memory").count(),
+        2,
+        "both nodes resumed: {stderr}"
+    );
+    assert!(
+        !stderr.contains("resuming from the newest valid checkpoint"),
+        "{stderr}"
+    );
+    let rec = records(&recovered, "recovery");
+    assert_eq!(rec.len(), 1, "{rec:?}");
+    assert_eq!(
+        (rec[0]["rank"].as_u64(), rec[0]["step"].as_u64()),
+        (Some(3), Some(3))
+    );
+    let steps: Vec<u64> = records(&recovered, "train")
+        .iter()
+        .map(|r| r["step"].as_u64().unwrap())
+        .collect();
+    assert_eq!(steps, (1..=6).collect::<Vec<_>>());
+    assert_eq!(train_losses(&recovered), train_losses(&reference));
+    assert!(
+        final_weights(&recovered, &ov) == final_weights(&reference, &ov),
+        "the final parameters differ from the uninterrupted run's"
+    );
+}

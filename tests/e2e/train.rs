@@ -419,7 +419,7 @@ fn a_checkpoint_of_the_untyped_state_format_resumes_and_a_missing_field_is_named
 }
 
 /// `mpirun -n 2 convtt-launch --cpu-workers 2`: two "nodes" of two workers on this machine.
-fn mpirun_launch(run_dir: &std::path::Path, overrides: &[String]) -> Command {
+pub(crate) fn mpirun_launch(run_dir: &std::path::Path, overrides: &[String]) -> Command {
     let mut cmd = Command::new("mpirun");
     cmd.env("OMPI_ALLOW_RUN_AS_ROOT", "1")
         .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
@@ -465,7 +465,9 @@ fn two_mpi_nodes_of_two_workers_match_one_worker() {
 fn a_worker_killed_on_one_mpi_node_restarts_both_nodes() {
     let dir = TempDir::new("mpikill");
     let run_dir = dir.path().join("run");
-    let ov = tiny_overrides(6);
+    let mut ov = tiny_overrides(6);
+    // The checkpoint restart across nodes (peer recovery has its own test in recovery.rs).
+    ov.push("launch.recovery=\"checkpoint\"".into());
     let child = mpirun_launch(&run_dir, &ov)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -521,6 +521,13 @@ impl Hub {
     fn fail(&mut self, msg: String) {
         tracing::error!("{msg}");
         self.failed = true;
+        // Ranks standing by in a recovery wait for nothing else: tell them at once.
+        if self.recovery.take().is_some() {
+            let failed = LauncherMsg::Failed { msg: msg.clone() };
+            for r in self.ranks.keys().copied().collect::<Vec<_>>() {
+                self.send_rank(r, failed.clone());
+            }
+        }
         let _ = self.events.send(AgentEvent::Failure(msg));
     }
 
@@ -1623,5 +1630,117 @@ mod tests {
         assert!(ok(1000, None).is_err());
         let no_cred = admissible(Err(std::io::Error::other("x")), 1000, &admitted, parent);
         assert!(no_cred.unwrap_err().contains("no peer credentials"));
+    }
+
+    /// A survivor's attempt after the resume and its first all-reduce, or its error.
+    type Survivor = std::result::Result<(u32, Vec<f32>), String>;
+    /// The replacement's received state and attempt, or its error.
+    type Replacement = std::result::Result<(Vec<u8>, u32), String>;
+
+    /// A peer recovery through the real hub: ranks 0 and 1 wait in an all-reduce rank 2 never
+    /// joins; rank 2 is declared lost; the survivors stand by with `checksums`, a replacement
+    /// rank 2 asks for the state. Returns the survivors' and the replacement's outcomes and the
+    /// hub's events.
+    fn recovery(tag: &str, checksums: [u64; 2]) -> (Vec<Survivor>, Replacement, Vec<AgentEvent>) {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let path = socket(tag);
+        let server = rt.block_on(async { AgentServer::bind(&path) }).unwrap();
+        server.admit(std::process::id());
+        let (attempt, mut events) =
+            rt.block_on(async { server.serve(spec(3, 30_000), Cluster::Single) });
+        let survivors: Vec<_> = (0..2u32)
+            .map(|r| {
+                let p = path.clone();
+                thread::spawn(move || {
+                    let mut cl = client(&p, r);
+                    let mut buf = vec![r as f32; 2];
+                    match cl.all_reduce_mean(&mut buf) {
+                        Err(AgentError::PeerLost { rank: 2, .. }) => {}
+                        other => return Err(format!("expected PeerLost, got {other:?}")),
+                    }
+                    let mut donate = || b"state".to_vec();
+                    let resumed = cl
+                        .standby(7, checksums[r as usize], &mut donate)
+                        .map_err(|e| e.to_string())?;
+                    // Sequence numbers start again: a fresh all-reduce of all three ranks.
+                    let mut buf = vec![r as f32; 2];
+                    cl.all_reduce_mean(&mut buf).map_err(|e| e.to_string())?;
+                    Ok((resumed.attempt, buf))
+                })
+            })
+            .collect();
+        // Both survivors are in the all-reduce once their hellos are in and a moment passed.
+        let mut evs = Vec::new();
+        while evs
+            .iter()
+            .filter(|e| matches!(e, AgentEvent::Hello { .. }))
+            .count()
+            < 2
+        {
+            evs.push(rt.block_on(events.recv()).unwrap());
+        }
+        thread::sleep(Duration::from_millis(300));
+        attempt.peer_lost(2, 4, "killed by signal 9");
+        let p = path.clone();
+        let replacement = thread::spawn(move || {
+            let mut cl = client(&p, 2);
+            let state = cl.fetch_state().map_err(|e| e.to_string())?;
+            let sum = fnv1a64(&state);
+            let resumed = cl
+                .standby(7, sum, &mut Vec::new)
+                .map_err(|e| e.to_string())?;
+            let mut buf = vec![2.0f32; 2];
+            cl.all_reduce_mean(&mut buf).map_err(|e| e.to_string())?;
+            Ok((state, resumed.attempt))
+        });
+        let out: Vec<_> = survivors.into_iter().map(|h| h.join().unwrap()).collect();
+        let rep = replacement.join().unwrap();
+        while let Ok(Some(e)) = rt.block_on(async {
+            tokio::time::timeout(Duration::from_millis(200), events.recv()).await
+        }) {
+            evs.push(e);
+        }
+        drop(attempt);
+        drop(server);
+        (out, rep, evs)
+    }
+
+    #[test]
+    fn a_lost_rank_is_replaced_with_the_donors_state_and_collectives_start_again() {
+        let sum = fnv1a64(b"state");
+        let (survivors, replacement, events) = recovery("peer", [sum, sum]);
+        for s in &survivors {
+            let (attempt, buf) = s.as_ref().unwrap();
+            assert_eq!(*attempt, 4);
+            assert_eq!(buf, &vec![1.0, 1.0], "(0 + 1 + 2) / 3");
+        }
+        let (state, attempt) = replacement.unwrap();
+        assert_eq!((state.as_slice(), attempt), (&b"state"[..], 4));
+        assert!(events.iter().any(|e| matches!(
+            e,
+            AgentEvent::Recovered {
+                rank: 2,
+                step: 7,
+                ..
+            }
+        )));
+    }
+
+    #[test]
+    fn survivors_whose_states_disagree_fail_the_recovery() {
+        let sum = fnv1a64(b"state");
+        let (survivors, replacement, events) = recovery("peer-bad", [sum, sum ^ 1]);
+        for s in &survivors {
+            let e = s.as_ref().unwrap_err();
+            assert!(e.contains("the survivors' states disagree"), "{e}");
+        }
+        assert!(replacement.is_err());
+        assert!(events
+            .iter()
+            .any(|e| matches!(e, AgentEvent::Failure(m) if m.contains("rank 0: step 7 checksum"))));
     }
 }

@@ -198,12 +198,13 @@ def trials(args, bins, work, config, sets):
 def bench(args, bins, work, config, sets):
     """Wall time with an injected kill minus without, peer recovery vs checkpoint restart."""
     layout = "single"
-    kill_at = max(1, args.steps * 2 // 3)
+    kill_at = args.kill_at or max(1, args.steps * 2 // 3)
     ref = work / "bench-reference"
     code, err, ref_secs = timed_run(launch_cmd(bins, layout, config, ref, sets), env_for())
     if code != 0:
         sys.exit(f"the uninterrupted run failed ({code}):\n{err}")
-    print(f"uninterrupted: {ref_secs:.1f} s ({args.steps} steps)")
+    print(f"uninterrupted: {ref_secs:.1f} s ({args.steps} steps, checkpoint every "
+          f"{args.checkpoint_every}, rank 1 killed after step {kill_at})")
     for mode in ("peer", "checkpoint"):
         run_dir = work / f"bench-{mode}"
         s = sets + [f'launch.recovery="{mode}"']
@@ -230,6 +231,8 @@ def main():
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--bin-dir")
     ap.add_argument("--bench", action="store_true")
+    ap.add_argument("--kill-at", type=int, default=0,
+                    help="--bench: steps done when rank 1 dies (default: two thirds of --steps)")
     ap.add_argument("--set", action="append", default=[], help="extra config overrides")
     args = ap.parse_args()
     bins = bin_dir(args.bin_dir)

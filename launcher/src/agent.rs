@@ -925,22 +925,12 @@ impl Hub {
             .collect();
         for seq in late {
             let op = &self.ops[&seq];
-            let missing: Vec<u32> = self
-                .spec
-                .local_ranks
-                .iter()
-                .copied()
-                .filter(|r| !op.parts.contains_key(r))
-                .collect();
+            let missing = self.local_ranks_without(|r| op.parts.contains_key(r));
             let waiting: Vec<u32> = op.parts.keys().copied().collect();
             let what = if missing.is_empty() {
                 "other nodes did not join".to_owned()
             } else {
-                format!(
-                    "rank{} {} sent nothing",
-                    if missing.len() > 1 { "s" } else { "" },
-                    join(&missing)
-                )
+                format!("{} sent nothing", ranks(&missing))
             };
             let views = self.views(now);
             let culprits: String = views
@@ -957,11 +947,10 @@ impl Hub {
                 })
                 .collect();
             let msg = format!(
-                "{} #{seq} timed out after {:.1} s: {what} (rank{} {} waiting){culprits}",
+                "{} #{seq} timed out after {:.1} s: {what} ({} waiting){culprits}",
                 op.kind.name(),
                 self.spec.collective_timeout.as_secs_f64(),
-                if waiting.len() > 1 { "s" } else { "" },
-                join(&waiting),
+                ranks(&waiting),
             );
             let _ = self.events.send(AgentEvent::Stalled(Diagnosis {
                 verdict: msg.clone(),
@@ -992,20 +981,13 @@ impl Hub {
         if let Some(rec) = &self.recovery {
             let limit = self.recovery_timeout();
             if now.duration_since(rec.started) > limit {
-                let missing: Vec<u32> = self
-                    .spec
-                    .local_ranks
-                    .iter()
-                    .copied()
-                    .filter(|r| !rec.standby.contains_key(r))
-                    .collect();
+                let missing = self.local_ranks_without(|r| rec.standby.contains_key(r));
                 let msg = format!(
                     "peer recovery of rank {} did not complete within {:.1} s (not standing by: \
-                     rank{} {})",
+                     {})",
                     rec.lost,
                     limit.as_secs_f64(),
-                    if missing.len() > 1 { "s" } else { "" },
-                    join(&missing)
+                    ranks(&missing)
                 );
                 self.fail(msg);
             }
@@ -1060,6 +1042,19 @@ impl Hub {
 }
 
 impl Hub {
+    /// This node's ranks for which `has` does not hold, ascending.
+    fn local_ranks_without(&self, has: impl Fn(&u32) -> bool) -> Vec<u32> {
+        let mut v: Vec<u32> = self
+            .spec
+            .local_ranks
+            .iter()
+            .copied()
+            .filter(|r| !has(r))
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
     /// Every local rank as the hub sees it now (phase, step, silence, the collective it waits
     /// in), for a diagnosis.
     fn views(&self, now: Instant) -> Vec<RankView> {
@@ -1327,6 +1322,11 @@ impl Hub {
             seconds,
         });
     }
+}
+
+/// `rank 1` or `ranks 1, 2`.
+fn ranks(v: &[u32]) -> String {
+    format!("rank{} {}", if v.len() > 1 { "s" } else { "" }, join(v))
 }
 
 fn join(v: &[u32]) -> String {

@@ -81,3 +81,8 @@ if ! "$py" -c 'import h5py' 2>/dev/null; then
   say "installing h5py into $venv (HDF5 interop test, PyTorch baseline)"
   "$py" -m pip install -q --disable-pip-version-check h5py
 fi
+# tests/e2e/tensorboard.rs reads our event files back with TensorBoard itself.
+if ! "$py" -c 'import tensorboard' 2>/dev/null; then
+  say "installing tensorboard into $venv (TensorBoard event-file test; tensorboard --logdir)"
+  "$py" -m pip install -q --disable-pip-version-check tensorboard
+fi

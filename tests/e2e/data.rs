@@ -3,6 +3,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use crate::util::venv_python;
+
 fn convtt_data(args: &[&str]) -> Output {
     Command::new(crate::util::bin("convtt-data"))
         .args(args)
@@ -190,14 +192,6 @@ fn usage_errors_exit_2_and_data_errors_exit_5() {
     );
     let e = fails_with(5, &["bench", s(&ds)]);
     assert!(e.contains("train/shard-00000.h5"), "{e}");
-}
-
-/// The Python interpreter of the project venv (`CONVTT_VENV` or `<repo>/.venv`).
-fn venv_python() -> PathBuf {
-    let venv = std::env::var_os("CONVTT_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv"));
-    venv.join("bin/python")
 }
 
 #[test]

@@ -19,6 +19,10 @@ mod train;
 /// same parameters) and the fallbacks to the checkpoint restart.
 mod recovery;
 
+/// TensorBoard event files read back by the `tensorboard` package: scalars, images, text, a
+/// resume, a truncated file.
+mod tensorboard;
+
 /// `convtt-data`: generation, import, inspect/verify/preview/bench, exit codes, h5py interop.
 mod data;
 

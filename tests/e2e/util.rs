@@ -187,3 +187,11 @@ pub fn wait_for(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
     }
     false
 }
+
+/// The Python interpreter of the project venv (`CONVTT_VENV` or `<repo>/.venv`).
+pub fn venv_python() -> PathBuf {
+    let venv = std::env::var_os("CONVTT_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join(".venv"));
+    venv.join("bin/python")
+}

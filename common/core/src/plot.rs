@@ -92,8 +92,19 @@ pub fn write_png(
     height: usize,
     channels: usize,
 ) -> Result<()> {
+    let bytes = encode_png(px, width, height, channels)
+        .map_err(|e| Error::io(path, std::io::Error::other(e.to_string())))?;
+    crate::fsutil::write_atomic(path, &bytes)
+}
+
+/// 8-bit pixels (`channels` = 1 grey or 3 RGB, rows top to bottom) as PNG bytes.
+pub fn encode_png(
+    px: &[u8],
+    width: usize,
+    height: usize,
+    channels: usize,
+) -> std::result::Result<Vec<u8>, png::EncodingError> {
     debug_assert_eq!(px.len(), width * height * channels);
-    let err = |e: png::EncodingError| Error::io(path, std::io::Error::other(e.to_string()));
     let mut bytes = Vec::new();
     let mut enc = png::Encoder::new(&mut bytes, width as u32, height as u32);
     enc.set_color(if channels == 3 {
@@ -102,10 +113,10 @@ pub fn write_png(
         png::ColorType::Grayscale
     });
     enc.set_depth(png::BitDepth::Eight);
-    let mut wr = enc.write_header().map_err(err)?;
-    wr.write_image_data(px).map_err(err)?;
-    wr.finish().map_err(err)?;
-    crate::fsutil::write_atomic(path, &bytes)
+    let mut wr = enc.write_header()?;
+    wr.write_image_data(px)?;
+    wr.finish()?;
+    Ok(bytes)
 }
 
 /// Writes an animated GIF that loops forever, atomically. Each frame holds 8-bit pixels of

@@ -70,6 +70,11 @@ impl RunDir {
         self.0.join("plots")
     }
 
+    /// `tb/`: TensorBoard event files.
+    pub fn tensorboard(&self) -> PathBuf {
+        self.0.join("tb")
+    }
+
     /// `eval-<split>.json`.
     pub fn eval_report(&self, split: &str) -> PathBuf {
         self.0.join(format!("eval-{split}.json"))

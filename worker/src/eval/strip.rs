@@ -94,15 +94,20 @@ impl ClipPrediction {
     /// Writes the three-row strip (input | truth | prediction) as a PNG; returns its (width,
     /// height).
     pub fn write_strip(&self, path: &Path) -> Result<(usize, usize)> {
+        let (px, width, height, out_c) = self.strip();
+        write_png(path, &px, width, height, out_c)?;
+        Ok((width, height))
+    }
+
+    /// The three-row strip's pixels: (pixels, width, height, channels).
+    pub fn strip(&self) -> (Vec<u8>, usize, usize, usize) {
         let (frame, input) = (self.frame(), self.input);
         let rows: [&[u8]; 3] = [
             &self.truth[..input * frame],
             &self.truth[input * frame..],
             &self.pred,
         ];
-        let (px, width, height, out_c) = grid(&rows, self.shape);
-        write_png(path, &px, width, height, out_c)?;
-        Ok((width, height))
+        grid(&rows, self.shape)
     }
 
     /// The animation's frames: ground truth on the left; on the right what the model sees

@@ -1,10 +1,13 @@
-//! `<run>/metrics.jsonl`: one JSON record per line (train, valid, eval, …), appended by rank 0.
+//! `<run>/metrics.jsonl`: one JSON record per line (train, valid, eval, …), appended by rank 0
+//! — and, for training runs with `train.tensorboard`, the same records as TensorBoard events
+//! ([`super::tensorboard`]): one metrics path, two formats.
 
 use std::io::Write as _;
 use std::path::PathBuf;
 
 use convtt_core::RunDir;
 
+use super::tensorboard::EventWriter;
 use crate::error::{storage_errno, Error, Result};
 
 /// Appends JSON lines to `<run>/metrics.jsonl` (rank 0 only).
@@ -14,6 +17,7 @@ use crate::error::{storage_errno, Error, Result};
 pub(crate) struct MetricsLog {
     file: Option<(PathBuf, std::fs::File)>,
     full: Option<Error>,
+    tb: Option<EventWriter>,
 }
 
 impl MetricsLog {
@@ -22,6 +26,7 @@ impl MetricsLog {
             return Ok(MetricsLog {
                 file: None,
                 full: None,
+                tb: None,
             });
         }
         let path = run.metrics();
@@ -33,10 +38,52 @@ impl MetricsLog {
         Ok(MetricsLog {
             file: Some((path, f)),
             full: None,
+            tb: None,
         })
     }
 
+    /// [`MetricsLog::open`], plus TensorBoard event files in `<run>/tb/` on rank 0 when
+    /// `tensorboard` (a training run).
+    pub(crate) fn with_tensorboard(run: &RunDir, rank: usize, tensorboard: bool) -> Result<Self> {
+        let mut log = Self::open(run, rank)?;
+        if rank == 0 && tensorboard {
+            log.tb = Some(EventWriter::open(&run.tensorboard())?);
+        }
+        Ok(log)
+    }
+
+    /// Whether TensorBoard events are written (rank 0 with `train.tensorboard`).
+    pub(crate) fn has_tensorboard(&self) -> bool {
+        self.tb.is_some()
+    }
+
+    /// A PNG image for TensorBoard at `step` (nothing without TensorBoard).
+    pub(crate) fn image(&mut self, step: u64, tag: &str, png: Vec<u8>, dims: [usize; 3]) {
+        if let Some(tb) = &mut self.tb {
+            let r = tb.image(step, tag, png, dims);
+            self.keep(r);
+        }
+    }
+
+    /// A TensorBoard write's outcome: storage errors stop the run like the JSON log's; others
+    /// are warnings.
+    fn keep(&mut self, r: Result<()>) {
+        match r {
+            Ok(()) => {}
+            Err(e) if e.storage_full() => {
+                if self.full.is_none() {
+                    self.full = Some(e);
+                }
+            }
+            Err(e) => tracing::warn!("TensorBoard: {e}"),
+        }
+    }
+
     pub(crate) fn write(&mut self, v: serde_json::Value) {
+        if let Some(tb) = &mut self.tb {
+            let r = tb.record(&v);
+            self.keep(r);
+        }
         let Some((path, f)) = &mut self.file else {
             return;
         };

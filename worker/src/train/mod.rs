@@ -11,6 +11,7 @@
 //! | `metrics_log.rs` | `metrics.jsonl` |
 //! | `recovery.rs` | peer recovery's shared state ([`recovery::PeerState`]) and the loop's [`recovery::Stage`] |
 //! | `faults.rs` | `CONVTT_FAULT` injection points |
+//! | `tensorboard.rs` | TensorBoard event files (TFRecord framing, `Event` protocol buffers) |
 //! | `optim.rs`, `schedule.rs` | the flat buffer with Adam and loss scaling; LR and scheduled-sampling schedules |
 //! | `activity.rs` | the activity-recognition task |
 //!
@@ -30,6 +31,7 @@ pub mod save;
 pub mod schedule;
 mod step;
 mod task;
+pub mod tensorboard;
 mod trainer;
 mod validate;
 

@@ -106,6 +106,24 @@ pub struct Trainer<'c> {
     _vs: VarStore,
 }
 
+/// The prediction strip of the first validation clip (inputs, ground truth, prediction) as a
+/// PNG with its `[width, height, channels]`, for TensorBoard. A failure is a warning: the run
+/// goes on without the image.
+fn tensorboard_strip(
+    cfg: &ValidConfig,
+    net: &convtt_common::model::Network,
+) -> Option<(Vec<u8>, [usize; 3])> {
+    let d = &cfg.data;
+    let clip = crate::eval::strip::ClipPrediction::new(net, d, &d.valid_split, 0, d.future_frames)
+        .map_err(|e| tracing::warn!("TensorBoard image: {e}"))
+        .ok()?;
+    let (px, w, h, c) = clip.strip();
+    let png = convtt_core::plot::encode_png(&px, w, h, c)
+        .map_err(|e| tracing::warn!("TensorBoard image: {e}"))
+        .ok()?;
+    Some((png, [w, h, c]))
+}
+
 /// A validation's summary as a checkpoint manifest records it.
 fn manifest_metrics(v: &Validation) -> BTreeMap<String, f64> {
     v.summary()
@@ -155,7 +173,7 @@ impl<'c> Trainer<'c> {
             cur: Cursor::default(),
             stage: Stage::Top,
             pending: None,
-            log: MetricsLog::open(&rt.run, rt.rank())?,
+            log: MetricsLog::with_tensorboard(&rt.run, rt.rank(), cfg.train.tensorboard)?,
             window: Window::new(),
             last_saved: 0,
             last_loss: f64::NAN,
@@ -481,6 +499,11 @@ impl<'c> Trainer<'c> {
             }
         }
         self.log.write(v.record(self.cur.step, self.cur.epoch));
+        if let (true, Task::Predict(net)) = (self.log.has_tensorboard(), &self.task) {
+            if let Some((png, dims)) = tensorboard_strip(self.cfg, net) {
+                self.log.image(self.cur.step, "valid/prediction", png, dims);
+            }
+        }
         Ok(v)
     }
 

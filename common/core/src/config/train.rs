@@ -82,6 +82,9 @@ pub struct TrainConfig {
     pub lpips_weights: String,
     /// LPIPS input convention.
     pub lpips_preset: LpipsPreset,
+    /// TensorBoard event files in `<run>/tb/` (rank 0): the `metrics.jsonl` records as scalars,
+    /// the prediction strip at each validation as an image, recoveries as text.
+    pub tensorboard: bool,
 }
 
 impl Default for TrainConfig {
@@ -104,6 +107,7 @@ impl Default for TrainConfig {
             activation_checkpointing: false,
             lpips_weights: String::new(),
             lpips_preset: LpipsPreset::Reference,
+            tensorboard: true,
         }
     }
 }

@@ -219,6 +219,7 @@ fn plan_node(args: &RunArgs, cfg: &ValidConfig, ctx: &Context, cluster: &Cluster
         timing: Timing::from_config(&cfg.launch),
         notes,
         echo: !args.quiet_workers,
+        tensorboard: cfg.train.tensorboard,
     })
 }
 
@@ -310,6 +311,7 @@ pub fn doctor(count: &WorkerCount, config: Option<&Path>, overrides: &[String]) 
         timing: Timing::from_config(&cfg.launch),
         notes,
         echo: false,
+        tensorboard: false,
     };
     println!("plan:");
     print!("{}", plan.render());

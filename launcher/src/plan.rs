@@ -182,6 +182,8 @@ pub struct Plan {
     pub notes: Vec<String>,
     /// Forward worker output to the terminal.
     pub echo: bool,
+    /// `train.tensorboard`: the launcher's events (stragglers) go to `<run>/tb/` too.
+    pub tensorboard: bool,
 }
 
 impl Plan {
@@ -424,6 +426,7 @@ mod tests {
             timing: Timing::from_config(&Default::default()),
             notes: vec![],
             echo: false,
+            tensorboard: false,
         };
         assert_eq!(plan.world_size(), 4);
         let env = plan.worker_env(&plan.slots[1], 2);

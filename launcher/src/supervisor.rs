@@ -210,6 +210,8 @@ struct Attempt<'a> {
     postmortem: Option<std::path::PathBuf>,
     /// Who straggles.
     stragglers: Detector,
+    /// The launcher's TensorBoard event file, once it has something to say.
+    tensorboard: Option<convtt_core::tensorboard::EventWriter>,
 }
 
 type WorkerTasks = JoinSet<(u32, Exit, Vec<String>)>;
@@ -332,6 +334,7 @@ impl<'a> Attempt<'a> {
             recovering: None,
             postmortem: None,
             stragglers: Detector::new(t.straggler_ratio, plan.slots.len()),
+            tensorboard: None,
         };
         Ok((attempt, tasks, events))
     }
@@ -587,6 +590,7 @@ impl<'a> Attempt<'a> {
                     "host": p.host, "cpus": cpus, "device": device, "compute_ms": compute_ms,
                     "median_ms": median_ms, "ratio": ratio, "attempt": self.number});
                 append_record(&p.run_dir, &record);
+                self.tensorboard_event(&record);
             }
             Change::Cleared { rank } => {
                 tracing::info!("rank {rank} is no longer a straggler");
@@ -599,6 +603,24 @@ impl<'a> Attempt<'a> {
             .map(|r| format!(" · straggler r{r}"))
             .collect();
         self.console.set_note(note);
+    }
+
+    /// The launcher's own TensorBoard file in `<run>/tb/` (opened at its first event), for the
+    /// events only it sees. A failure is a warning.
+    fn tensorboard_event(&mut self, record: &serde_json::Value) {
+        if !self.plan.tensorboard {
+            return;
+        }
+        if self.tensorboard.is_none() {
+            let dir = convtt_core::RunDir::new(&self.plan.run_dir).tensorboard();
+            match convtt_core::tensorboard::EventWriter::open(&dir) {
+                Ok(w) => self.tensorboard = Some(w),
+                Err(e) => return tracing::warn!("TensorBoard: {e}"),
+            }
+        }
+        if let Some(Err(e)) = self.tensorboard.as_mut().map(|w| w.record(record)) {
+            tracing::warn!("TensorBoard: {e}");
+        }
     }
 
     /// Before anything is killed: `<run>/postmortem-a<attempt>.txt` and `.json` with the hub's

@@ -219,6 +219,15 @@ fn a_slow_rank_is_flagged_as_a_straggler() {
         rec[0]["cpus"].as_str().is_some_and(|c| !c.is_empty()),
         "{rec:?}"
     );
+    // The launcher's own TensorBoard file has it as text.
+    let tb = crate::tensorboard::tensorboard_reads(&run_dir.join("tb"));
+    let text = tb["tensors"]["events/straggler/r1"][0][1]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        text.contains("rank 1 on ") && text.contains("straggler"),
+        "{tb}"
+    );
 }
 
 /// Two MPI "nodes" of two workers each (`mpirun -n 2`); rank 3 (on node 1) kills itself

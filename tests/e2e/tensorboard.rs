@@ -24,7 +24,7 @@ out = {
 print(json.dumps(out))
 "#;
 
-fn tensorboard_reads(dir: &std::path::Path) -> serde_json::Value {
+pub(crate) fn tensorboard_reads(dir: &std::path::Path) -> serde_json::Value {
     let out = run(Command::new(venv_python()).args(["-c", READ]).arg(dir));
     let (stdout, stderr) = texts(&out);
     assert!(
@@ -69,7 +69,10 @@ fn tensorboard_reads_scalars_images_and_text_each_step_once_across_a_resume() {
     let stderr = texts(&out).1;
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     let log = std::fs::read_to_string(run_dir.join("logs/0-0.log")).unwrap();
-    assert!(log.contains("resumed from") && log.contains("step-00000004"), "{log}");
+    assert!(
+        log.contains("resumed from") && log.contains("step-00000004"),
+        "{log}"
+    );
 
     let tb = run_dir.join("tb");
     let files: Vec<_> = std::fs::read_dir(&tb).unwrap().flatten().collect();

@@ -17,6 +17,7 @@
 //! | [`sweep`] | sweep plans: trial ids, parameters and FLOPs |
 //! | [`summary`] | parameter, FLOP and activation-memory accounting of a model config |
 //! | [`npy`], [`fsutil`], [`plot`], [`telemetry`] | `.npy` codec, atomic writes and checksums, plot helpers, logging |
+//! | [`tensorboard`] | TensorBoard event files (TFRecord framing, `Event` protocol buffers) |
 //!
 //! Why a crate and not a cargo feature of `convtt-common`: cargo unifies features across a
 //! workspace build, so with a feature the launcher built by `cargo build` would link libtorch.
@@ -39,6 +40,7 @@ pub mod run_dir;
 pub mod summary;
 pub mod sweep;
 pub mod telemetry;
+pub mod tensorboard;
 
 pub use env::{WorkerDevice, WorkerEnv};
 pub use error::{Error, Result};

@@ -86,6 +86,7 @@ fn plan(run: &Run, workers: usize, script: &str, max_restarts: u32) -> Plan {
         },
         notes: vec![],
         echo: false,
+        tensorboard: false,
     }
 }
 

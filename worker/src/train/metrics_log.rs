@@ -1,14 +1,14 @@
 //! `<run>/metrics.jsonl`: one JSON record per line (train, valid, eval, …), appended by rank 0
 //! — and, for training runs with `train.tensorboard`, the same records as TensorBoard events
-//! ([`super::tensorboard`]): one metrics path, two formats.
+//! ([`convtt_core::tensorboard`]): one metrics path, two formats.
 
 use std::io::Write as _;
 use std::path::PathBuf;
 
 use convtt_core::RunDir;
 
-use super::tensorboard::EventWriter;
 use crate::error::{storage_errno, Error, Result};
+use convtt_core::tensorboard::EventWriter;
 
 /// Appends JSON lines to `<run>/metrics.jsonl` (rank 0 only).
 ///
@@ -67,7 +67,8 @@ impl MetricsLog {
 
     /// A TensorBoard write's outcome: storage errors stop the run like the JSON log's; others
     /// are warnings.
-    fn keep(&mut self, r: Result<()>) {
+    fn keep(&mut self, r: convtt_core::Result<()>) {
+        let r = r.map_err(Error::from);
         match r {
             Ok(()) => {}
             Err(e) if e.storage_full() => {

@@ -8,10 +8,9 @@
 //! | `validate.rs` | validation (the model beside the trivial predictors) and its `valid` record |
 //! | `save.rs` | checkpoint save/commit/restore and the typed [`save::TrainerState`] |
 //! | `task.rs` | prediction or activity recognition |
-//! | `metrics_log.rs` | `metrics.jsonl` |
+//! | `metrics_log.rs` | `metrics.jsonl` and TensorBoard (`convtt_core::tensorboard`) |
 //! | `recovery.rs` | peer recovery's shared state ([`recovery::PeerState`]) and the loop's [`recovery::Stage`] |
 //! | `faults.rs` | `CONVTT_FAULT` injection points |
-//! | `tensorboard.rs` | TensorBoard event files (TFRecord framing, `Event` protocol buffers) |
 //! | `optim.rs`, `schedule.rs` | the flat buffer with Adam and loss scaling; LR and scheduled-sampling schedules |
 //! | `activity.rs` | the activity-recognition task |
 //!
@@ -31,7 +30,6 @@ pub mod save;
 pub mod schedule;
 mod step;
 mod task;
-pub mod tensorboard;
 mod trainer;
 mod validate;
 

@@ -344,6 +344,9 @@ impl<'c> Trainer<'c> {
                     }
                     if self.preempt {
                         self.commit_pending(rt)?;
+                        self.log
+                            .write(json!({"kind": "preempt", "step": self.cur.step,
+                            "attempt": rt.attempt()}));
                         return Err(Error::Preempted(self.cur.step));
                     }
                     // Stop mid-epoch at the step limit; at an epoch's last batch the epoch

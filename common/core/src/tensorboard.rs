@@ -1,5 +1,6 @@
-//! TensorBoard event files (`<run>/tb/events.out.tfevents.*`), written by rank 0 from the same
-//! records as `metrics.jsonl` ([`super::MetricsLog`] feeds both: one metrics path).
+//! TensorBoard event files (`<run>/tb/events.out.tfevents.*`): the worker's rank 0 writes one
+//! per start from the same records as `metrics.jsonl` (its `MetricsLog` feeds both: one metrics
+//! path); the launcher writes its own file in the same folder for its events (stragglers).
 //!
 //! # Format
 //! A file is a sequence of TFRecords — `u64` length (little-endian), the masked CRC32C of those
@@ -334,7 +335,8 @@ impl EventWriter {
 
     /// A `metrics.jsonl` record as TensorBoard entries: `train` → `train/<key>` scalars;
     /// `valid` → `valid/<key>`, `valid_per_frame/<metric>/t+<k>` and
-    /// `valid_baseline/<predictor>/<metric>`; `recovery` → text under `events/recovery`.
+    /// `valid_baseline/<predictor>/<metric>`; `recovery`, `preempt` and `straggler` → text
+    /// under `events/recovery`, `events/preemption` and `events/straggler/r<rank>`.
     pub fn record(&mut self, v: &serde_json::Value) -> Result<()> {
         let Some(step) = v["step"].as_u64() else {
             return Ok(());
@@ -366,6 +368,26 @@ impl EventWriter {
                     }
                 }
                 self.scalars(step, &s)
+            }
+            Some("preempt") => {
+                let text = format!(
+                    "step {step}: preempted; checkpoint committed, the run exits 4 (resume with \
+                     --resume auto)"
+                );
+                self.text(step, "events/preemption", &text)
+            }
+            Some("straggler") => {
+                let text = format!(
+                    "step {step}: rank {} on {} (cpus {}) is a straggler: {:.0} ms per step, \
+                     {:.2}× the median {:.0} ms",
+                    v["rank"],
+                    v["host"].as_str().unwrap_or("?"),
+                    v["cpus"].as_str().unwrap_or("?"),
+                    v["compute_ms"].as_f64().unwrap_or(0.0),
+                    v["ratio"].as_f64().unwrap_or(0.0),
+                    v["median_ms"].as_f64().unwrap_or(0.0)
+                );
+                self.text(step, &format!("events/straggler/r{}", v["rank"]), &text)
             }
             Some("recovery") => {
                 let text = format!(
@@ -441,6 +463,21 @@ mod tests {
         let last = &events.last().unwrap().summary.as_ref().unwrap().value;
         assert_eq!(last.len(), 1);
         assert_eq!(last[0].tag, "valid/mse");
+
+        // Preemptions and stragglers become text, one tag per straggling rank.
+        w.record(&serde_json::json!({"kind": "preempt", "step": 7}))
+            .unwrap();
+        let s = serde_json::json!({"kind": "straggler", "step": 7, "rank": 1, "host": "h",
+            "cpus": "1", "compute_ms": 900.0, "median_ms": 500.0, "ratio": 1.8});
+        w.record(&s).unwrap();
+        let (events, _) = read_events(w.path()).unwrap();
+        let tags: Vec<&str> = events
+            .iter()
+            .rev()
+            .take(2)
+            .map(|e| e.summary.as_ref().unwrap().value[0].tag.as_str())
+            .collect();
+        assert_eq!(tags, ["events/straggler/r1", "events/preemption"]);
 
         // Cut the first file in the middle of its last record.
         let bytes = std::fs::read(&first).unwrap();

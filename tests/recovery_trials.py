@@ -132,7 +132,7 @@ def trial(bins, layout, config, work, sets, ref_weights, ref_secs, k, rng):
     proc = subprocess.Popen(launch_cmd(bins, layout, config, run_dir, sets), env=env_for(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     t0 = time.monotonic()
-    delay = rng.uniform(0.15, 0.85) * ref_secs
+    delay = rng.uniform(0.1, 0.7) * ref_secs
     victim = None
     while proc.poll() is None and time.monotonic() - t0 < delay:
         time.sleep(0.05)

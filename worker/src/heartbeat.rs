@@ -15,10 +15,22 @@ use convtt_core::protocol::{HeartbeatSender, Phase, Progress};
 /// Steps whose compute time the straggler figure averages.
 const WINDOW: usize = 10;
 
-#[derive(Default)]
 struct State {
     progress: Progress,
     compute: VecDeque<f32>,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        State {
+            // No loss yet (the progress line leaves it out until the first logged step).
+            progress: Progress {
+                loss: f32::NAN,
+                ..Progress::default()
+            },
+            compute: VecDeque::new(),
+        }
+    }
 }
 
 /// The training thread's progress, shared with the heartbeat thread.
@@ -137,6 +149,7 @@ mod tests {
     #[test]
     fn phases_and_batches_are_progress_and_compute_is_a_window_mean() {
         let t = Tracker::default();
+        assert!(t.snapshot().loss.is_nan(), "no loss before the first logged step");
         t.phase(Phase::Data);
         t.beat();
         let before = t.snapshot();

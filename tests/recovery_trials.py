@@ -9,7 +9,8 @@ parameters are bitwise those of an uninterrupted run, and that no process of the
 
     python3 tests/recovery_trials.py --trials 10                 # both layouts, 10 trials each
     python3 tests/recovery_trials.py --layout single --trials 3 --recovery checkpoint
-    python3 tests/recovery_trials.py --bench --config configs/mmnist.toml --frames 20 --steps 6
+    python3 tests/recovery_trials.py --bench --config configs/mmnist.toml --frames 20 --size 32 \
+        --steps 8 --checkpoint-every 4 --kill-at 6 --set data.batch_size=2
 
 `--bench` instead measures recovery cost with an injected kill at a fixed step (CONVTT_FAULT):
 wall time of the run with the kill minus the same run without, for peer recovery and for the
@@ -44,10 +45,11 @@ def bin_dir(arg):
     return max(built, key=lambda d: (d / "convtt-launch").stat().st_mtime)
 
 
-def make_dataset(bins, out, frames):
+def make_dataset(bins, out, frames, size):
     subprocess.run(
         [str(bins / "convtt-data"), "moving-mnist", "--train", "32", "--valid", "4", "--test", "4",
-         "--frames", str(frames), "--seed", "3", "--shard-clips", "8", "--out", str(out)],
+         "--frames", str(frames), "--size", str(size), "--seed", "3", "--shard-clips", "8",
+         "--out", str(out)],
         check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
@@ -224,6 +226,7 @@ def main():
     ap.add_argument("--layout", choices=["single", "mpi", "both"], default="both")
     ap.add_argument("--config", default=str(ROOT / "configs/tiny-cpu.toml"))
     ap.add_argument("--steps", type=int, default=24)
+    ap.add_argument("--size", type=int, default=64, help="frame height and width")
     ap.add_argument("--frames", type=int, default=10,
                     help="frames per generated clip (input + future frames of the config)")
     ap.add_argument("--checkpoint-every", type=int, default=8)
@@ -239,11 +242,12 @@ def main():
     with tempfile.TemporaryDirectory(prefix="convtt-trials-") as tmp:
         work = Path(tmp)
         data = work / "data"
-        make_dataset(bins, data, args.frames)
+        make_dataset(bins, data, args.frames, args.size)
         sets = [f"data.dataset={data}", f"train.max_steps={args.steps}", "train.epochs=1000",
                 "train.log_every=1", f"checkpoint.every_steps={args.checkpoint_every}",
                 "checkpoint.keep_last=3", "launch.restart_delay_secs=0",
-                f'launch.recovery="{args.recovery}"'] + args.set
+                f'launch.recovery="{args.recovery}"', f"data.height={args.size}",
+                f"data.width={args.size}"] + args.set
         if args.bench:
             return bench(args, bins, work, Path(args.config), sets)
         return trials(args, bins, work, Path(args.config), sets)

@@ -160,6 +160,11 @@ def trial(bins, layout, config, work, sets, ref_weights, ref_secs, k, rng):
     }
     if proc.returncode != 0:
         row["stderr_tail"] = stderr.strip().splitlines()[-5:]
+    if restarted:
+        # Why peer recovery was not used (or failed): the launcher's lines saying so.
+        keys = ("peer recovery", "disagree", "cannot take part", "failed with", "while rank")
+        row["why"] = [l[l.find("Z ") + 2:][:300] for l in stderr.splitlines()
+                      if any(k in l for k in keys)][:4]
     shutil.rmtree(run_dir, ignore_errors=True)
     return row
 

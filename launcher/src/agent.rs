@@ -387,6 +387,8 @@ impl Kind {
 
 struct Op {
     kind: Kind,
+    /// The attempt it belongs to (its key across nodes).
+    attempt: u32,
     started: Instant,
     parts: BTreeMap<u32, Vec<u8>>,
     floats: BTreeMap<u32, Vec<f32>>,
@@ -422,6 +424,10 @@ struct Recovery {
     wants_state: bool,
     /// The donor was asked for it.
     asked: bool,
+    /// Survivors not told `PeerLost` yet: they wait in an operation across nodes that every
+    /// node had joined before the death, whose result (or cancellation) comes first — so every
+    /// node's survivors end the same step the same way.
+    untold: BTreeSet<u32>,
     /// The group's (step, checksum), once every node's survivors agreed on it.
     agreed: Option<(u64, u64)>,
     /// The agreement across nodes is under way.
@@ -761,8 +767,10 @@ impl Hub {
     }
 
     fn contribute(&mut self, rank: u32, seq: u64, kind: Kind, bytes: Vec<u8>, floats: Vec<f32>) {
+        let attempt = self.spec.attempt;
         let op = self.ops.entry(seq).or_insert_with(|| Op {
             kind,
+            attempt,
             started: Instant::now(),
             parts: BTreeMap::new(),
             floats: BTreeMap::new(),
@@ -867,7 +875,13 @@ impl Hub {
     }
 
     fn remote_done(&mut self, key: OpKey, res: ClusterResult<Remote>) {
-        if key.attempt != self.spec.attempt {
+        let pending_of_old = |h: &Hub| {
+            key.kind != OpKind::NcclId
+                && h.ops
+                    .get(&key.seq)
+                    .is_some_and(|op| op.attempt == key.attempt)
+        };
+        if key.attempt != self.spec.attempt && !pending_of_old(self) {
             return; // an operation of an attempt a peer recovery left behind
         }
         if matches!(key.seq, RECOVERY_AGREE | RECOVERY_JOIN) && key.kind != OpKind::NcclId {
@@ -901,6 +915,11 @@ impl Hub {
             }
             Ok(Remote::Bytes(data)) => LauncherMsg::Broadcasted { seq, data },
             Ok(Remote::Done) => LauncherMsg::BarrierDone { seq },
+            Err(e) if self.recovery.is_some() => {
+                // Cancelled because a recovery superseded it: its ranks stand by like the rest.
+                tracing::debug!("{} #{seq} across nodes dropped: {e}", op.kind.name());
+                return self.tell_untold(&op);
+            }
             Err(e) => {
                 let msg = format!("{} #{seq} across nodes failed: {e}", op.kind.name());
                 for r in op.parts.keys() {
@@ -911,6 +930,28 @@ impl Hub {
         };
         for r in op.parts.keys() {
             self.send_rank(*r, reply.clone());
+        }
+        self.tell_untold(&op);
+    }
+
+    /// After `op` ended during a recovery: its ranks not yet told of the loss are told now
+    /// (their next request, or the one in flight, gets the `PeerLost`).
+    fn tell_untold(&mut self, op: &Op) {
+        let Some(rec) = self.recovery.as_mut() else {
+            return;
+        };
+        let msg = LauncherMsg::PeerLost {
+            rank: rec.lost,
+            msg: rec.cause.clone(),
+        };
+        let now: Vec<u32> = op
+            .parts
+            .keys()
+            .copied()
+            .filter(|r| rec.untold.remove(r))
+            .collect();
+        for r in now {
+            self.send_rank(r, msg.clone());
         }
     }
 
@@ -1096,7 +1137,16 @@ impl Hub {
     fn peer_lost(&mut self, rank: u32, attempt: u32, cause: String) {
         tracing::warn!(rank, attempt, "peer recovery: {cause}");
         self.spec.attempt = attempt;
-        self.ops.clear();
+        // Collectives still gathering locally can never complete; one whose local part is done
+        // and which waits on the other nodes completes (or is cancelled) the same way on every
+        // node: its ranks are told only then.
+        self.ops.retain(|_, op| op.remote);
+        let untold: BTreeSet<u32> = self
+            .ops
+            .values()
+            .flat_map(|op| op.parts.keys().copied())
+            .filter(|&r| r != rank)
+            .collect();
         let now = Instant::now();
         if let Some(st) = self.ranks.get_mut(&rank) {
             st.hello = false;
@@ -1107,13 +1157,13 @@ impl Hub {
             rank,
             msg: cause.clone(),
         };
-        for r in self
+        let tell: Vec<u32> = self
             .ranks
             .keys()
             .copied()
-            .filter(|&r| r != rank)
-            .collect::<Vec<_>>()
-        {
+            .filter(|&r| r != rank && !untold.contains(&r))
+            .collect();
+        for r in tell {
             self.send_rank(r, msg.clone());
         }
         self.recovery = Some(Recovery {
@@ -1123,6 +1173,7 @@ impl Hub {
             standby: BTreeMap::new(),
             wants_state: false,
             asked: false,
+            untold,
             agreed: None,
             agreeing: false,
             joining: false,

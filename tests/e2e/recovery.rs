@@ -8,20 +8,6 @@ use std::process::Command;
 
 use crate::util::*;
 
-fn launch(run_dir: &Path, overrides: &[String], fault: Option<&str>) -> Command {
-    let mut cmd = Command::new(bin("convtt-launch"));
-    cmd.args(["--quiet-workers", "--config"])
-        .arg(repo().join("configs/tiny-cpu.toml"))
-        .arg("--run-dir")
-        .arg(run_dir)
-        .args(set_args(overrides))
-        .env_remove("CONVTT_FAULT");
-    if let Some(f) = fault {
-        cmd.env("CONVTT_FAULT", f);
-    }
-    cmd
-}
-
 /// The records of `kind` in `<run>/metrics.jsonl`.
 fn records(run_dir: &Path, kind: &str) -> Vec<serde_json::Value> {
     let text = std::fs::read_to_string(run_dir.join("metrics.jsonl")).expect("metrics.jsonl");
@@ -61,7 +47,7 @@ fn a_killed_worker_is_replaced_from_its_peers_memory_and_no_step_is_lost() {
     let dir = TempDir::new("peer");
     let ov = overrides(8);
     let reference = dir.path().join("reference");
-    let out = run(&mut launch(&reference, &ov, None));
+    let out = run(&mut launch_tiny(&reference, &ov, None));
     let stderr = texts(&out).1;
     assert_eq!(out.status.code(), Some(0), "reference: {stderr}");
     assert!(
@@ -70,7 +56,11 @@ fn a_killed_worker_is_replaced_from_its_peers_memory_and_no_step_is_lost() {
     );
 
     let recovered = dir.path().join("recovered");
-    let out = run(&mut launch(&recovered, &ov, Some("kill:rank=1:step=5")));
+    let out = run(&mut launch_tiny(
+        &recovered,
+        &ov,
+        Some("kill:rank=1:step=5"),
+    ));
     let stderr = texts(&out).1;
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(
@@ -116,7 +106,7 @@ fn when_every_worker_dies_the_checkpoint_restart_takes_over() {
     let dir = TempDir::new("peer-all");
     let ov = overrides(8);
     let run_dir = dir.path().join("run");
-    let out = run(&mut launch(&run_dir, &ov, Some("exit:step=5:code=3")));
+    let out = run(&mut launch_tiny(&run_dir, &ov, Some("exit:step=5:code=3")));
     let stderr = texts(&out).1;
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(
@@ -136,7 +126,7 @@ fn a_replacement_whose_state_disagrees_falls_back_to_the_checkpoint() {
     let ov = overrides(8);
     let run_dir = dir.path().join("run");
     let fault = "kill:rank=1:step=5,diverge:rank=1:step=5:attempt=1:phase=recovery";
-    let out = run(&mut launch(&run_dir, &ov, Some(fault)));
+    let out = run(&mut launch_tiny(&run_dir, &ov, Some(fault)));
     let stderr = texts(&out).1;
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(
@@ -166,7 +156,7 @@ fn a_hang_is_caught_by_progress_and_the_post_mortem_names_rank_phase_and_step() 
         "launch.grace_secs=2".to_owned(),
     ]);
     let run_dir = dir.path().join("run");
-    let out = run(&mut launch(
+    let out = run(&mut launch_tiny(
         &run_dir,
         &ov,
         Some("hang:rank=1:step=3:phase=data"),
@@ -206,7 +196,7 @@ fn a_slow_rank_is_flagged_as_a_straggler() {
     let mut ov = overrides(8);
     ov.push("launch.heartbeat_secs=0.5".into());
     let run_dir = dir.path().join("run");
-    let out = run(&mut launch(&run_dir, &ov, Some("slow:rank=1:ms=1500")));
+    let out = run(&mut launch_tiny(&run_dir, &ov, Some("slow:rank=1:ms=1500")));
     let stderr = texts(&out).1;
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(stderr.contains("straggler: rank 1 on "), "{stderr}");

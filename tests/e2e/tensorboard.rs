@@ -37,16 +37,8 @@ pub(crate) fn tensorboard_reads(dir: &std::path::Path) -> serde_json::Value {
 }
 
 fn launch(run_dir: &std::path::Path, overrides: &[String], fault: Option<&str>) -> Command {
-    let mut cmd = Command::new(bin("convtt-launch"));
-    cmd.args(["--quiet-workers", "--resume", "auto", "--config"])
-        .arg(repo().join("configs/tiny-cpu.toml"))
-        .arg("--run-dir")
-        .arg(run_dir)
-        .args(set_args(overrides))
-        .env_remove("CONVTT_FAULT");
-    if let Some(f) = fault {
-        cmd.env("CONVTT_FAULT", f);
-    }
+    let mut cmd = launch_tiny(run_dir, overrides, fault);
+    cmd.args(["--resume", "auto"]);
     cmd
 }
 

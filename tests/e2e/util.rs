@@ -195,3 +195,19 @@ pub fn venv_python() -> PathBuf {
         .unwrap_or_else(|| repo().join(".venv"));
     venv.join("bin/python")
 }
+
+/// `convtt-launch` on `configs/tiny-cpu.toml` in `run_dir` with `overrides`, workers' output to
+/// their log files only, and `CONVTT_FAULT` set to `fault` (or removed).
+pub fn launch_tiny(run_dir: &Path, overrides: &[String], fault: Option<&str>) -> Command {
+    let mut cmd = Command::new(bin("convtt-launch"));
+    cmd.args(["--quiet-workers", "--config"])
+        .arg(repo().join("configs/tiny-cpu.toml"))
+        .arg("--run-dir")
+        .arg(run_dir)
+        .args(set_args(overrides))
+        .env_remove("CONVTT_FAULT");
+    if let Some(f) = fault {
+        cmd.env("CONVTT_FAULT", f);
+    }
+    cmd
+}

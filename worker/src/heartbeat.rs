@@ -149,7 +149,10 @@ mod tests {
     #[test]
     fn phases_and_batches_are_progress_and_compute_is_a_window_mean() {
         let t = Tracker::default();
-        assert!(t.snapshot().loss.is_nan(), "no loss before the first logged step");
+        assert!(
+            t.snapshot().loss.is_nan(),
+            "no loss before the first logged step"
+        );
         t.phase(Phase::Data);
         t.beat();
         let before = t.snapshot();

@@ -16,7 +16,8 @@
 //! `step + 1`, i.e. `step` steps are done; default 0), `phase` (`data`: before the batch is
 //! fetched; `forward`: before the step, the default; `validation`; `checkpoint`: before a
 //! checkpoint commit; `recovery`: in a replacement, right after it installed its peer's
-//! state), `attempt` (default 0: a restarted or replacement worker, whose attempt
+//! state; `allreduce`: right after the gradient was sent to the all-reduce, `kill`/`exit`
+//! only), `attempt` (default 0: a restarted or replacement worker, whose attempt
 //! number is higher, does not misbehave again).
 
 use std::fmt;
@@ -53,6 +54,9 @@ pub enum Phase {
     /// In a replacement worker, right after it installed a peer's state (rehearses the
     /// checksum check of peer recovery with `diverge`).
     Recovery,
+    /// Right after this rank sent its gradient to the all-reduce, before the result (`kill`
+    /// and `exit` only): the collective may complete without the sender.
+    AllReduce,
 }
 
 impl Phase {
@@ -64,6 +68,7 @@ impl Phase {
             Phase::Validation => "validation",
             Phase::Checkpoint => "checkpoint",
             Phase::Recovery => "recovery",
+            Phase::AllReduce => "allreduce",
         }
     }
 }
@@ -183,9 +188,11 @@ fn parse_one(text: &str) -> Result<Fault, String> {
         Some("validation") => Phase::Validation,
         Some("checkpoint") => Phase::Checkpoint,
         Some("recovery") => Phase::Recovery,
+        Some("allreduce") => Phase::AllReduce,
         Some(p) => {
             return Err(format!(
-                "{text:?}: unknown phase {p:?} (data, forward, validation, checkpoint, recovery)"
+                "{text:?}: unknown phase {p:?} (data, forward, allreduce, validation, \
+                 checkpoint, recovery)"
             ))
         }
     };

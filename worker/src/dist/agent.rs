@@ -13,6 +13,8 @@ pub struct Agent {
     client: Option<AgentClient>,
     rank: usize,
     world: usize,
+    /// `CONVTT_FAULT` entries for the `allreduce` phase (rehearsals and tests).
+    faults: Vec<convtt_core::fault::Fault>,
 }
 
 impl std::fmt::Debug for Agent {
@@ -32,10 +34,17 @@ impl Agent {
     /// Wraps a connected client.
     pub fn new(client: AgentClient) -> Self {
         let (rank, world) = (client.rank() as usize, client.world_size() as usize);
+        // A malformed CONVTT_FAULT is reported by the trainer (exit 2); here it arms nothing.
+        let faults = convtt_core::fault::from_env()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|f| f.phase == convtt_core::fault::Phase::AllReduce)
+            .collect();
         Agent {
             client: Some(client),
             rank,
             world,
+            faults,
         }
     }
 
@@ -47,6 +56,28 @@ impl Agent {
             client: None,
             rank: 0,
             world: 1,
+            faults: Vec::new(),
+        }
+    }
+
+    /// An injected `allreduce`-phase fault: this rank dies (or exits) right after its gradient
+    /// went out, at the step the training thread reports.
+    fn fault_after_send(&self) {
+        use convtt_core::fault::{Action, Phase};
+        let Some(client) = &self.client else { return };
+        let step = crate::heartbeat::process().snapshot().step;
+        let (rank, attempt) = (self.rank as u32, client.attempt());
+        for f in self
+            .faults
+            .iter()
+            .filter(|f| f.fires(rank, attempt, Phase::AllReduce, step))
+        {
+            tracing::warn!(rank, step, "injected fault: {f}");
+            match f.action {
+                Action::Kill => crate::train::faults::kill_self(),
+                Action::Exit(code) => std::process::exit(code),
+                _ => {}
+            }
         }
     }
 
@@ -76,7 +107,11 @@ impl Collective for Agent {
 
     fn all_reduce_mean(&mut self, buf: &mut Tensor) -> Result<()> {
         let mut host = Vec::<f32>::try_from(buf.to_device(tch::Device::Cpu).to_kind(Kind::Float))?;
-        self.client()?.all_reduce_mean(&mut host).map_err(peer)?;
+        let seq = self.client()?.start_all_reduce(&host).map_err(peer)?;
+        self.fault_after_send();
+        self.client()?
+            .finish_all_reduce(seq, &mut host)
+            .map_err(peer)?;
         let back = Tensor::from_slice(&host)
             .to_device(buf.device())
             .view(buf.size().as_slice());

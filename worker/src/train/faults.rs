@@ -57,7 +57,7 @@ impl Faults {
 }
 
 /// SIGKILL to this process (what `kill -9` does from outside).
-fn kill_self() -> ! {
+pub(crate) fn kill_self() -> ! {
     // SAFETY: raise(3) has no memory-safety preconditions.
     unsafe {
         libc::raise(libc::SIGKILL);

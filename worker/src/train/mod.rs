@@ -22,7 +22,7 @@
 //! element, no extra collective. A second SIGINT exits at once.
 
 pub mod activity;
-mod faults;
+pub(crate) mod faults;
 mod metrics_log;
 pub mod optim;
 mod recovery;

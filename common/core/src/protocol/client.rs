@@ -220,11 +220,23 @@ impl AgentClient {
     /// Replaces `buf` by its element-wise mean over every rank of the job. The launcher sums
     /// in a fixed rank order, so the result is bit-identical across runs and ranks.
     pub fn all_reduce_mean(&mut self, buf: &mut [f32]) -> Result<(), AgentError> {
+        let seq = self.start_all_reduce(buf)?;
+        self.finish_all_reduce(seq, buf)
+    }
+
+    /// The first half of [`AgentClient::all_reduce_mean`]: sends this rank's contribution and
+    /// returns the collective's sequence number.
+    pub fn start_all_reduce(&mut self, buf: &[f32]) -> Result<u64, AgentError> {
         let seq = self.next_seq();
         self.send(&WorkerMsg::AllReduce {
             seq,
             data: buf.to_vec(),
         })?;
+        Ok(seq)
+    }
+
+    /// The second half: waits for the mean of collective `seq` and writes it into `buf`.
+    pub fn finish_all_reduce(&mut self, seq: u64, buf: &mut [f32]) -> Result<(), AgentError> {
         match self.reply("all_reduce_mean")? {
             LauncherMsg::AllReduced { seq: s, data } if s == seq && data.len() == buf.len() => {
                 buf.copy_from_slice(&data);

@@ -56,12 +56,6 @@ fn join_cluster(slurm: Option<&SlurmEnv>) -> Result<Cluster> {
     Ok(c)
 }
 
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_else(|_| "localhost".into())
-}
-
 /// The worker binary: `--worker`/`CONVTT_WORKER`, else `convtt-worker` beside this binary.
 fn find_worker(given: Option<&Path>) -> Result<PathBuf> {
     let from_env = std::env::var_os("CONVTT_WORKER").map(PathBuf::from);
@@ -130,7 +124,7 @@ impl Context {
             slurm: SlurmEnv::from_env()?,
             topo: Topology::read(&SysPaths::default()),
             mask: own_cpu_mask()?,
-            host: hostname(),
+            host: convtt_core::env::hostname(),
         })
     }
 

@@ -441,7 +441,7 @@ impl<'a> Attempt<'a> {
     }
 
     /// Whether rank `rank`, which just died with `exit`, can be replaced from its peers'
-    /// memory: peer recovery is on, the workers are CPU workers on this one node, the rank
+    /// memory: peer recovery is on, the workers are CPU workers, the rank
     /// had joined, others are alive, nothing else is going on (teardown, preemption, another
     /// recovery) and the restart budget has room.
     fn may_recover(&self, rank: u32, exit: Exit) -> bool {
@@ -450,14 +450,10 @@ impl<'a> Attempt<'a> {
             .slots
             .iter()
             .all(|s| s.device == convtt_core::WorkerDevice::Cpu);
-        let used = self.restarts_before + self.ended.recoveries;
-        p.timing.peer_recovery
-            && cpu
-            && matches!(restart::classify_exit(exit), restart::Verdict::Retry { .. })
+        cpu && matches!(restart::classify_exit(exit), restart::Verdict::Retry { .. })
             && self.workers[&rank].connected
             && !self.alive.is_empty()
             && self.may_follow()
-            && used < p.timing.policy.max_restarts
     }
 
     /// Whether this node can take part in a peer recovery (its own, or another node's).

@@ -51,6 +51,15 @@ pub const ALL: [&str; 11] = [
     CPUS,
 ];
 
+/// This machine's host name (`localhost` when the kernel does not say).
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
 /// The device a worker computes on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WorkerDevice {

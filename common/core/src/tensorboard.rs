@@ -217,11 +217,7 @@ impl EventWriter {
                 }
             }
         }
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|h| h.trim().replace(['/', ' '], "_"))
-            .ok()
-            .filter(|h| !h.is_empty())
-            .unwrap_or_else(|| "localhost".into());
+        let host = crate::env::hostname().replace(['/', ' '], "_");
         let secs = now();
         let path = dir.join(format!(
             "events.out.tfevents.{}.{host}.{}.{}",

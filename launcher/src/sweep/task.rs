@@ -232,12 +232,6 @@ pub fn mpi_env_names() -> Vec<String> {
         .collect()
 }
 
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_else(|_| "localhost".into())
-}
-
 /// `convtt-launch sweep task`: runs trial `index` of the sweep in `dir` to an outcome.
 pub fn cmd_task(dir: &SweepDir, index: usize, worker: Option<&Path>) -> Result<()> {
     let m = dir.read_manifest()?;
@@ -345,7 +339,7 @@ pub async fn run_trial(
     loop {
         st.attempts += 1;
         st.state = State::Running;
-        st.host = hostname();
+        st.host = convtt_core::env::hostname();
         st.slurm_job = slurm_job.clone();
         st.write(&run_dir)?;
         tracing::info!(

@@ -29,6 +29,20 @@ pub struct ComputeMode {
     /// contiguous sigmoid gates, `addcmul` for the new cell state) instead of the reference's
     /// one kernel per gate and product. Same values up to float rounding.
     pub fused_cell_update: bool,
+    /// The rollout's fast path ([`wavefront`](super::wavefront)): each layer's input
+    /// convolution runs once over every time step whose input is known before the step starts
+    /// (the conditioning frames, and the frames teacher forcing takes for every sample), layer
+    /// by layer, and only the recurrent part runs step by step. Same values up to float
+    /// rounding.
+    pub wavefront: bool,
+    /// The fast path with the tensor train's preprocessing fused: every new hidden state is
+    /// convolved once with all N·S preprocessing kernels (one convolution instead of N over
+    /// concatenated windows) and the results are kept beside the ring. Same values up to float
+    /// rounding.
+    pub fused_tt: bool,
+    /// The fast path in the channels-last (NHWC) memory layout: inputs, states and weights are
+    /// converted once per rollout, so oneDNN and cuDNN skip their per-call reorders.
+    pub channels_last: bool,
     /// How cuDNN may convolve (CUDA only; CPU convolutions ignore it).
     pub cudnn: CudnnFlags,
 }
@@ -89,11 +103,19 @@ impl ComputeMode {
     pub const REFERENCE: Self = Self {
         conv_kind: None,
         fused_cell_update: false,
+        wavefront: false,
+        fused_tt: false,
+        channels_last: false,
         cudnn: CudnnFlags::EXACT,
     };
 
-    /// The mode `[train]` asks for (`precision`, `fused_cell_update`, `tf32`,
-    /// `deterministic`, `cudnn_benchmark`).
+    /// Whether the rollout takes the fast path (any of its three switches on).
+    pub fn fast_path(&self) -> bool {
+        self.wavefront || self.fused_tt || self.channels_last
+    }
+
+    /// The mode `[train]` asks for (`precision`, `fused_cell_update`, `wavefront`,
+    /// `fused_tt`, `channels_last`, `tf32`, `deterministic`, `cudnn_benchmark`).
     pub fn for_config(train: &TrainConfig) -> Self {
         Self {
             conv_kind: match train.precision {
@@ -102,6 +124,9 @@ impl ComputeMode {
                 Precision::Fp16 => Some(Kind::Half),
             },
             fused_cell_update: train.fused_cell_update,
+            wavefront: train.wavefront,
+            fused_tt: train.fused_tt,
+            channels_last: train.channels_last,
             cudnn: CudnnFlags::for_config(train),
         }
     }

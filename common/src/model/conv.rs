@@ -47,7 +47,7 @@ impl Conv {
     ///
     /// Computes in [`ComputeMode::conv_kind`] when set, returning `x`'s dtype.
     pub fn forward(&self, x: &Tensor) -> Tensor {
-        conv2d_same(x, &self.weight_2d(), &self.bias)
+        conv2d_same(x, &self.weight_2d(), Some(&self.bias))
     }
 
     /// [`Self::forward`] with the (4-D) weight multiplied element-wise by `mask` (broadcast),
@@ -56,7 +56,7 @@ impl Conv {
         let mask = mask
             .to_device(self.weight.device())
             .to_kind(self.weight.kind());
-        conv2d_same(x, &(&self.weight * mask), &self.bias)
+        conv2d_same(x, &(&self.weight * mask), Some(&self.bias))
     }
 
     /// `(prefix.weight, weight), (prefix.bias, bias)` in state_dict order.
@@ -78,14 +78,14 @@ impl Conv {
 ///
 /// # Shapes
 /// `x`: `[B, in, H, W]`, `weight`: `[out, in, k, k]`, `bias`: `[out]` → `[B, out, H, W]`
-pub(crate) fn conv2d_same(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Tensor {
+pub(crate) fn conv2d_same(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Tensor {
     let k = weight.size()[2];
     let mode = ComputeMode::current();
     let flags = mode.cudnn;
-    let conv = |x: &Tensor, w: &Tensor, b: &Tensor| {
+    let conv = |x: &Tensor, w: &Tensor, b: Option<Tensor>| {
         x.internal_convolution(
             w,
-            Some(b),
+            b.as_ref(),
             [1, 1],
             [k / 2, k / 2],
             [1, 1],
@@ -99,11 +99,22 @@ pub(crate) fn conv2d_same(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Tensor 
         )
     };
     match mode.conv_kind {
-        Some(low) if low != x.kind() => {
-            conv(&x.to_kind(low), &weight.to_kind(low), &bias.to_kind(low)).to_kind(x.kind())
-        }
-        _ => conv(x, weight, bias),
+        Some(low) if low != x.kind() => conv(
+            &x.to_kind(low),
+            &weight.to_kind(low),
+            bias.map(|b| b.to_kind(low)),
+        )
+        .to_kind(x.kind()),
+        _ => conv(x, weight, bias.map(Tensor::shallow_clone)),
     }
+}
+
+/// `t` (4-D) with the same values in the channels-last memory layout (NHWC strides, shape and
+/// indexing unchanged); no copy when it already is. Convolutions, element-wise operations and
+/// concatenations keep the layout of their inputs, so converting a rollout's inputs, states
+/// and weights once keeps the whole recurrence in it.
+pub(crate) fn channels_last(t: &Tensor) -> Tensor {
+    t.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2])
 }
 
 /// Spec §2.4: `[C, Ch, k, k, S]` (`code/`) → `[C, S·Ch, k, k]` (`code_opt/`); a 4-D weight is

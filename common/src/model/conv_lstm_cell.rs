@@ -60,6 +60,11 @@ impl ConvLstmCell {
         &self.cfg
     }
 
+    /// The gate convolution `conv` over `[X | H]`.
+    pub fn conv(&self) -> &Conv {
+        &self.conv
+    }
+
     /// Zero H and C (one ring slot), in the parameters' dtype.
     ///
     /// # Shapes

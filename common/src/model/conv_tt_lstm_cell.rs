@@ -160,6 +160,21 @@ impl ConvTtLstmCell {
         &self.gates
     }
 
+    /// With `tt_kernel` < `kernel`: the 0/1 mask of the gate weight (`[1, Cin + C, k, k]`) that
+    /// makes G(1) a `tt_kernel`-sized convolution.
+    pub fn gate_mask(&self) -> Option<&Tensor> {
+        self.gate_mask.as_ref()
+    }
+
+    /// The ring pointer's modulus: M, or N with `legacy_pointer_mod_order`.
+    pub fn ring_modulus(&self) -> usize {
+        if self.cfg.legacy_pointer_mod_order {
+            self.cfg.order
+        } else {
+            self.cfg.steps
+        }
+    }
+
     /// M zero hidden states, zero C, pointer 0, in the parameters' dtype.
     ///
     /// # Shapes
@@ -189,12 +204,7 @@ impl ConvTtLstmCell {
             Some(mask) => self.gates.forward_masked(&xt, mask),
         };
         let (h, c) = lstm_update(&z, &state.cell);
-        let modulus = if self.cfg.legacy_pointer_mod_order {
-            self.cfg.order
-        } else {
-            self.cfg.steps
-        };
-        let next = state.push(&h, c, modulus);
+        let next = state.push(&h, c, self.ring_modulus());
         (h, next)
     }
 

@@ -8,6 +8,7 @@
 
 use tch::{nn, Device, Kind, Tensor};
 
+use super::compute::ComputeMode;
 use super::conv_lstm_cell::{ConvLstmCell, ConvLstmCellConfig};
 use super::conv_tt_lstm_cell::{ConvTtLstmCell, ConvTtLstmCellConfig};
 use super::network::{Network, Rollout};
@@ -151,12 +152,34 @@ fn lstm_cell_golden(device: Device, kind: Kind) {
 device_tests!(tt_cell_golden => tt_cell_golden_cpu, tt_cell_golden_cuda, tt_cell_golden_cuda_f32);
 device_tests!(lstm_cell_golden => lstm_cell_golden_cpu, lstm_cell_golden_cuda, lstm_cell_golden_cuda_f32);
 
+/// The network goldens hold on the reference path and on the fast path (wavefront, split gate
+/// convolution, fused preprocessing, channels-last, fused cell update).
+const NETWORK_MODES: [(&str, ComputeMode); 2] = [
+    ("reference path", ComputeMode::REFERENCE),
+    (
+        "fast path",
+        ComputeMode {
+            wavefront: true,
+            fused_tt: true,
+            channels_last: true,
+            fused_cell_update: true,
+            ..ComputeMode::REFERENCE
+        },
+    ),
+];
+
 /// Spec §10.2 rows per future frame: sum, wsum, y[0,f,0,0,0], y[1,f,0,7,9], y[0,f,0,15,3].
 type NetRow = [f64; 5];
 
 /// Runs the §10.2 network (B = 2, 16×16, I = 10, eval rollout) and returns all I + F − 1 = 12
 /// outputs `[2, 12, 1, 16, 16]`.
-fn golden_network_outputs(cfg: &ModelConfig, device: Device, kind: Kind) -> Tensor {
+fn golden_network_outputs(
+    cfg: &ModelConfig,
+    device: Device,
+    kind: Kind,
+    mode: ComputeMode,
+) -> Tensor {
+    let _mode = mode.enter();
     let mut vs = nn::VarStore::new(device);
     let net = Network::new(&vs.root(), cfg);
     if kind == Kind::Double {
@@ -214,7 +237,13 @@ fn tt_net() -> ModelConfig {
 }
 
 fn network_tt_3_5_8_golden(device: Device, kind: Kind) {
-    let y = golden_network_outputs(&tt_net(), device, kind);
+    for (path, mode) in NETWORK_MODES {
+        network_tt_3_5_8_golden_in(device, kind, mode, path);
+    }
+}
+
+fn network_tt_3_5_8_golden_in(device: Device, kind: Kind, mode: ComputeMode, path: &str) {
+    let y = golden_network_outputs(&tt_net(), device, kind, mode);
     let mut tol = Tolerance::new(REL, ABS);
     let rows = [
         [-76.054431, -1.358550, -0.148705, -0.148400, -0.149094],
@@ -231,9 +260,9 @@ fn network_tt_3_5_8_golden(device: Device, kind: Kind) {
         // Printed with four decimals: the absolute floor is 5e-5 here.
         let mut t4 = Tolerance::new(REL, 5e-5);
         t4.check(&format!("step {t} sum"), got, *want);
-        t4.finish(&format!("§10.2 TT 3/5/8 step {t} sum"));
+        t4.finish(&format!("§10.2 TT 3/5/8 step {t} sum, {path}"));
     }
-    tol.finish("§10.2 TT N=3 M=5 C=8");
+    tol.finish(&format!("§10.2 TT N=3 M=5 C=8, {path}"));
 }
 
 fn network_convlstm_golden(device: Device, kind: Kind) {
@@ -241,27 +270,31 @@ fn network_convlstm_golden(device: Device, kind: Kind) {
         cell: CellKind::Convlstm,
         ..ModelConfig::default()
     };
-    let y = golden_network_outputs(&cfg, device, kind);
-    let mut tol = Tolerance::new(REL, ABS);
     let rows = [
         [-119.272708, -2.096562, -0.232699, -0.233016, -0.233042],
         [-119.330142, -2.097545, -0.232809, -0.233128, -0.233154],
         [-119.359065, -2.098037, -0.232865, -0.233185, -0.233211],
     ];
-    check_net_rows("ConvLSTM", &y, &rows, &mut tol);
-    tol.finish("§10.2 ConvLSTM");
+    for (path, mode) in NETWORK_MODES {
+        let y = golden_network_outputs(&cfg, device, kind, mode);
+        let mut tol = Tolerance::new(REL, ABS);
+        check_net_rows("ConvLSTM", &y, &rows, &mut tol);
+        tol.finish(&format!("§10.2 ConvLSTM, {path}"));
+    }
 }
 
 fn network_released_golden(device: Device, kind: Kind) {
-    let y = golden_network_outputs(&ModelConfig::default(), device, kind);
-    let mut tol = Tolerance::new(REL, ABS);
     let rows = [
         [-76.029955, -1.362767, -0.148724, -0.148244, -0.149060],
         [-76.046829, -1.363339, -0.148760, -0.148271, -0.149097],
         [-76.054903, -1.363641, -0.148778, -0.148282, -0.149116],
     ];
-    check_net_rows("TT 3/3/8", &y, &rows, &mut tol);
-    tol.finish("§10.2 TT N=3 M=3 C=8 (released)");
+    for (path, mode) in NETWORK_MODES {
+        let y = golden_network_outputs(&ModelConfig::default(), device, kind, mode);
+        let mut tol = Tolerance::new(REL, ABS);
+        check_net_rows("TT 3/3/8", &y, &rows, &mut tol);
+        tol.finish(&format!("§10.2 TT N=3 M=3 C=8 (released), {path}"));
+    }
 }
 
 device_tests!(network_tt_3_5_8_golden => network_tt_3_5_8_golden_cpu, network_tt_3_5_8_golden_cuda, network_tt_3_5_8_golden_cuda_f32);

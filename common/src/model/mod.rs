@@ -8,6 +8,7 @@
 //! | [`conv_tt_lstm_cell`] | Conv-TT-LSTM cell | `code/convlstmcell.py` `ConvTTLSTMCell` |
 //! | [`ttd_conv_lstm_cell`] | ConvLSTM with a classic tensor-train weight (paper §5) | — (Garipov et al. 2016) |
 //! | [`network`] | 4 × 3 layers, skips, 1×1 head, rollout, scheduled sampling | `code/convlstmnet.py` `ConvLSTMNet` |
+//! | `wavefront`, `fast_cell` | the rollout's fast path: layer by layer over the known steps, split gate convolution, fused TT preprocessing, channels-last (switches in [`ComputeMode`]) | — (issue 17) |
 //! | [`recompute`] | activation checkpointing: backward by per-step recomputation | `code_opt/` `--use-checkpointing` |
 //! | [`init`] | PyTorch-default and Xavier initialisation | `nn.Conv*.reset_parameters`, `eval_paper/` |
 //! | [`io`] | safetensors export/import with reference names | `state_dict()` / `load_state_dict` |
@@ -49,12 +50,14 @@ mod conv;
 pub mod conv_lstm_cell;
 pub mod conv_tt_lstm_cell;
 pub mod cttd;
+mod fast_cell;
 pub mod init;
 pub mod io;
 pub mod network;
 pub mod recompute;
 pub mod state;
 pub mod ttd_conv_lstm_cell;
+mod wavefront;
 pub use convtt_core::summary;
 
 #[cfg(test)]

@@ -18,11 +18,13 @@ use std::collections::VecDeque;
 
 use tch::{nn, Device, Kind, Tensor};
 
+use super::compute::ComputeMode;
 use super::conv::Conv;
 use super::conv_lstm_cell::{ConvLstmCell, ConvLstmCellConfig};
 use super::conv_tt_lstm_cell::{ConvTtLstmCell, ConvTtLstmCellConfig};
 use super::state::{CellState, NetState};
 use super::ttd_conv_lstm_cell::{TtdConvLstmCell, TtdConvLstmCellConfig};
+use super::wavefront;
 use crate::config::{CellKind, ModelConfig};
 use crate::error::{Error, Result};
 
@@ -306,14 +308,32 @@ impl Network {
     pub fn step(&self, x: &Tensor, state: &NetState) -> (Tensor, NetState) {
         let _span = tracing::trace_span!("network_step").entered();
         let mut next = Vec::with_capacity(self.layers.len());
+        let y = self.walk(x.shallow_clone(), |li, input| {
+            let (h, s) = self.layers[li].cell.step(input, &state.cells[li]);
+            next.push(s);
+            h
+        });
+        (y, NetState { cells: next })
+    }
+
+    /// The network's wiring: `layer(i, input)` computes recurrent layer i's output from its
+    /// input, in layer order; the skips between blocks and the head (with the optional
+    /// sigmoid) are applied here. Any leading axis works, so the fast path passes several time
+    /// steps stacked along the batch axis.
+    ///
+    /// # Shapes
+    /// `x`: `[N, C, H, W]` → `[N, C, H, W]`; `layer` maps `[N, Cin_i, H, W]` → `[N, Ch_i, H, W]`
+    pub(crate) fn walk(
+        &self,
+        x: Tensor,
+        mut layer: impl FnMut(usize, &Tensor) -> Tensor,
+    ) -> Tensor {
         let mut queue: VecDeque<Tensor> = VecDeque::new();
-        let mut input = x.shallow_clone();
+        let mut input = x;
         let mut li = 0;
         for b in 0..self.cfg.block_widths.len() {
             for _ in 0..self.cfg.layers_per_block {
-                let (h, s) = self.layers[li].cell.step(&input, &state.cells[li]);
-                next.push(s);
-                input = h;
+                input = layer(li, &input);
                 li += 1;
             }
             queue.push_back(input.shallow_clone());
@@ -324,11 +344,12 @@ impl Network {
                 input = Tensor::cat(&[&input, &skip], 1);
             }
         }
-        let mut y = self.head.forward(&input);
+        let y = self.head.forward(&input);
         if self.cfg.output_sigmoid {
-            y = y.sigmoid();
+            y.sigmoid()
+        } else {
+            y
         }
-        (y, NetState { cells: next })
     }
 
     /// Runs a rollout (spec §3.2) from zero states. `frames` is moved to the parameters' device
@@ -342,15 +363,26 @@ impl Network {
     /// [`Error::Shape`] when `frames`, the rollout lengths or the mask do not fit.
     pub fn forward(&self, frames: &Tensor, rollout: &Rollout) -> Result<Tensor> {
         let _span = tracing::trace_span!("network_forward").entered();
-        let (inputs, (b, h, w)) = RolloutInputs::new(self, frames, rollout)?;
-        let mut state = self.zero_state(b, h, w);
-        let mut outputs: Vec<Tensor> = Vec::with_capacity(rollout.steps());
-        for t in 0..rollout.steps() {
-            let x = inputs.at(t, outputs.last());
-            let (y, next) = self.step(&x, &state);
-            outputs.push(y);
-            state = next;
-        }
+        let (inputs, dims) = RolloutInputs::new(self, frames, rollout)?;
+        let fast = ComputeMode::current()
+            .fast_path()
+            .then(|| wavefront::rollout(self, &inputs, rollout.steps(), dims))
+            .flatten();
+        let outputs = match fast {
+            Some(outputs) => outputs,
+            None => {
+                let (b, h, w) = dims;
+                let mut state = self.zero_state(b, h, w);
+                let mut outputs: Vec<Tensor> = Vec::with_capacity(rollout.steps());
+                for t in 0..rollout.steps() {
+                    let x = inputs.at(t, outputs.last());
+                    let (y, next) = self.step(&x, &state);
+                    outputs.push(y);
+                    state = next;
+                }
+                outputs
+            }
+        };
         let first = outputs.len() - rollout.output_frames;
         Ok(Tensor::stack(&outputs[first..], 1))
     }
@@ -419,6 +451,8 @@ pub(crate) struct RolloutInputs {
     mask: Option<Tensor>,
     input_frames: usize,
     batch: i64,
+    /// Leading steps whose input is the ground-truth frame for every sample.
+    known: usize,
 }
 
 impl RolloutInputs {
@@ -430,17 +464,38 @@ impl RolloutInputs {
     ) -> Result<(Self, (i64, i64, i64))> {
         let (b, h, w) = net.check_rollout(frames, rollout)?;
         let (kind, device) = net.options();
-        let mask = match &rollout.feedback {
-            Feedback::Mixed(m) => Some(m.to_device(device).to_kind(kind)),
-            Feedback::Autoregressive => None,
+        let (mask, known) = match &rollout.feedback {
+            Feedback::Mixed(m) => (
+                Some(m.to_device(device).to_kind(kind)),
+                rollout.input_frames + teacher_forced_prefix(m),
+            ),
+            Feedback::Autoregressive => (None, rollout.input_frames),
         };
         let inputs = RolloutInputs {
             frames: frames.to_device(device).to_kind(kind),
             mask,
             input_frames: rollout.input_frames,
             batch: b,
+            known,
         };
         Ok((inputs, (b, h, w)))
+    }
+
+    /// How many leading steps take the ground-truth frame for every sample: the conditioning
+    /// frames, then the steps whose scheduled-sampling mask is 1 throughout the batch.
+    pub(crate) fn known_steps(&self) -> usize {
+        self.known
+    }
+
+    /// The inputs of the first `steps` steps (all known), time-major along the batch axis.
+    ///
+    /// # Shapes
+    /// → `[steps · B, C, H, W]` (step t's samples at rows t·B … t·B + B − 1)
+    pub(crate) fn known_sequence(&self, steps: usize) -> Tensor {
+        debug_assert!(steps <= self.known);
+        let f = self.frames.narrow(1, 0, steps as i64).transpose(0, 1);
+        let size = f.size();
+        f.reshape([size[0] * size[1], size[2], size[3], size[4]])
     }
 
     /// The input of step `t`, given the previous step's prediction (needed once t ≥ I).
@@ -459,6 +514,14 @@ impl RolloutInputs {
             }
         }
     }
+}
+
+/// The number of leading columns of a scheduled-sampling mask `[B, F − 1]` that are 1 for
+/// every sample (those steps read the ground-truth frame: `GT·1 + prediction·0`).
+fn teacher_forced_prefix(mask: &Tensor) -> usize {
+    let all_ones = mask.eq(1.0).all_dim(0, false).to_device(Device::Cpu);
+    let cols = Vec::<bool>::try_from(&all_ones).unwrap_or_default();
+    cols.iter().take_while(|&&one| one).count()
 }
 
 #[cfg(test)]
@@ -816,6 +879,104 @@ mod tests {
             .unwrap();
         assert!(max_abs_diff(&mixed.get(0), &forced.get(0)) < 1e-6);
         assert!(max_abs_diff(&mixed.get(1), &auto.get(1)) < 1e-6);
+    }
+
+    /// Outputs and every parameter's gradient of one rollout, under `mode`.
+    fn rollout_and_gradients(
+        net: &Network,
+        vs: &nn::VarStore,
+        frames: &Tensor,
+        rollout: &Rollout,
+        mode: ComputeMode,
+    ) -> (Tensor, Vec<(String, Tensor)>) {
+        let _g = mode.enter();
+        for mut p in vs.trainable_variables() {
+            p.zero_grad();
+        }
+        let out = net.forward(frames, rollout).unwrap();
+        // A loss that weighs every output element differently.
+        let probe = Tensor::linspace(-1.0, 2.0, out.numel() as i64, (out.kind(), out.device()))
+            .view(out.size().as_slice());
+        (&out * probe).sum(out.kind()).backward();
+        let mut grads: Vec<(String, Tensor)> = vs
+            .variables()
+            .into_iter()
+            .map(|(n, t)| (n, t.grad().copy()))
+            .collect();
+        grads.sort_by(|a, b| a.0.cmp(&b.0));
+        (out.detach(), grads)
+    }
+
+    /// The fast path (wavefront, split gate convolution, fused preprocessing, channels-last,
+    /// each alone and all together) computes the reference path's outputs and gradients to
+    /// 1e-5 relative, for Conv-TT-LSTM (windows S = 1 and S > 1, the masked `tt_kernel`, the
+    /// legacy pointer) and ConvLSTM, in evaluation, teacher forcing, scheduled sampling whose
+    /// first columns are all ones (the wavefront covers them) and pure autoregression.
+    #[test]
+    fn fast_path_equals_the_reference_path() {
+        let tt = |order, steps, tt_filter: usize, legacy| ModelConfig {
+            order,
+            steps,
+            tt_filter_size: tt_filter,
+            legacy_pointer_mod_order: legacy,
+            ..tiny(&[3, 4, 3], 1)
+        };
+        let configs = [
+            tt(2, 3, 0, false),
+            tt(3, 3, 0, false),
+            tt(2, 4, 1, true),
+            ModelConfig {
+                cell: CellKind::Convlstm,
+                layers_per_block: 2,
+                ..tiny(&[3, 4, 3], 1)
+            },
+        ];
+        let opts = (Kind::Float, Device::Cpu);
+        let (i, f) = (3, 5);
+        let mixed = [1f32, 1.0, 0.0, 1.0, 1.0, 1.0, 1.0, 0.0];
+        let rollouts = || {
+            [
+                Rollout::eval(i, f),
+                Rollout::training(i, f, Some(Tensor::ones([2, 4], opts))),
+                Rollout::training(i, f, Some(Tensor::from_slice(&mixed).reshape([2, 4]))),
+                Rollout::training(i, f, None),
+            ]
+        };
+        let fast = |wavefront, fused_tt, channels_last| ComputeMode {
+            wavefront,
+            fused_tt,
+            channels_last,
+            fused_cell_update: true,
+            ..ComputeMode::REFERENCE
+        };
+        let modes = [
+            fast(true, false, false),
+            fast(false, true, false),
+            fast(false, false, true),
+            fast(true, true, true),
+        ];
+        for cfg in &configs {
+            tch::manual_seed(5);
+            let vs = nn::VarStore::new(Device::Cpu);
+            let net = Network::new(&vs.root(), cfg);
+            let frames = Tensor::rand([2, (i + f) as i64, 1, 7, 6], opts);
+            for r in rollouts() {
+                let (want, want_g) =
+                    rollout_and_gradients(&net, &vs, &frames, &r, ComputeMode::REFERENCE);
+                for mode in modes {
+                    let (got, got_g) = rollout_and_gradients(&net, &vs, &frames, &r, mode);
+                    let rel = |a: &Tensor, b: &Tensor| {
+                        max_abs_diff(a, b) / b.abs().max().double_value(&[]).max(1e-30)
+                    };
+                    let e = rel(&got, &want);
+                    assert!(e < 1e-5, "{mode:?} {cfg:?}: outputs differ by {e}");
+                    for ((name, g), (_, wg)) in got_g.iter().zip(&want_g) {
+                        let e = rel(g, wg);
+                        assert!(e < 1e-5, "{mode:?} {cfg:?}: ∂/∂{name} differs by {e}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]

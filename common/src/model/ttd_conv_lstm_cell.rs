@@ -181,7 +181,7 @@ impl TtConv {
     /// # Shapes
     /// `[B, Cin, H, W]` → `[B, Cout, H, W]`
     pub fn forward(&self, x: &Tensor) -> Tensor {
-        super::conv::conv2d_same(x, &self.full_weight(), &self.bias)
+        super::conv::conv2d_same(x, &self.full_weight(), Some(&self.bias))
     }
 }
 

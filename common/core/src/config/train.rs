@@ -74,6 +74,15 @@ pub struct TrainConfig {
     pub eval_horizons: Vec<usize>,
     /// The LSTM cell update in fewer element-wise kernels (same values up to rounding).
     pub fused_cell_update: bool,
+    /// Layer-by-layer evaluation of the time steps whose inputs are known before the step
+    /// (conditioning frames, teacher-forced frames): each layer's input convolution runs once
+    /// for all of them (same values up to rounding).
+    pub wavefront: bool,
+    /// The Conv-TT-LSTM preprocessing convolutions fused into one per new hidden state (same
+    /// values up to rounding).
+    pub fused_tt: bool,
+    /// Channels-last (NHWC) tensors throughout the rollout (same values up to rounding).
+    pub channels_last: bool,
     /// Activation checkpointing (the reference's `--use-checkpointing`): keep only the states
     /// between time steps in the forward pass and recompute each step in backward.
     pub activation_checkpointing: bool,
@@ -104,6 +113,9 @@ impl Default for TrainConfig {
             deterministic: false,
             eval_horizons: vec![10, 30],
             fused_cell_update: true,
+            wavefront: true,
+            fused_tt: true,
+            channels_last: true,
             activation_checkpointing: false,
             lpips_weights: String::new(),
             lpips_preset: LpipsPreset::Reference,

@@ -387,6 +387,20 @@ class Trainer:
             times["optimizer"] += t3 - t2
         return loss
 
+    def predict(self, clips, times=None):
+        """One inference rollout (the I conditioning frames in, F predicted, no gradients); the
+        rollout's time counts as forward. Returns the predictions' mean (a scalar to print)."""
+        sync = self.device.type == "cuda"
+        t0 = time.perf_counter()
+        with torch.no_grad(), torch.autocast(self.device.type, dtype=torch.bfloat16,
+                                             enabled=self.precision == "bf16"):
+            out = self.forward(clips[:, :self.input], self.input, self.future)
+        if sync:
+            torch.cuda.synchronize()
+        if times is not None:
+            times["forward"] += time.perf_counter() - t0
+        return out[:, -self.future:].float().mean()
+
 
 def batches(clips, batch, seed, device):
     """Endless shuffled batches (an epoch is a permutation; drop_last) moved to `device`."""
@@ -469,21 +483,23 @@ def cmd_bench(args):
     times = {"forward": 0.0, "backward": 0.0, "optimizer": 0.0, "data": 0.0}
     memory = DriverMemory(device)
     t_compile = time.perf_counter()
+    step = tr.predict if args.eval else tr.step
     for _ in range(args.warmup):
-        tr.step(next(it))
+        step(next(it))
         memory.sample()
     warm_s = time.perf_counter() - t_compile
     for _ in range(args.steps):
         t = time.perf_counter()
         clips = next(it)
         times["data"] += time.perf_counter() - t
-        loss = tr.step(clips, times)
+        loss = step(clips, times)
         memory.sample()
     loss = float(loss.detach())
     n = args.steps
     step_s = sum(times.values()) / n
     report = {
         "impl": "pytorch-baseline",
+        "mode": "eval" if args.eval else "train",
         "variant": args.precision + ("+compile" if args.compile else ""),
         "device": args.device,
         "precision": args.precision,
@@ -683,6 +699,8 @@ def main(argv=None):
         s.add_argument("--threads", type=int, default=None)
         s.add_argument("--json", action="store_true")
         if name == "bench":
+            s.add_argument("--eval", action="store_true",
+                           help="inference rollouts (I in, F predicted, no gradients)")
             s.add_argument("--steps", type=int, default=10)
             s.add_argument("--warmup", type=int, default=2)
         else:

@@ -67,6 +67,10 @@ pub struct BenchArgs {
     /// The device's peak TFLOP/s, to report the achieved fraction.
     #[arg(long, value_name = "TFLOPS")]
     pub peak_tflops: Option<f64>,
+    /// Inference instead of training: the evaluation rollout (I frames in, F predicted,
+    /// no gradients) on training batches; samples/s are clips predicted per second.
+    #[arg(long)]
+    pub eval: bool,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,

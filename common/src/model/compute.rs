@@ -7,9 +7,9 @@
 
 use std::cell::Cell;
 
-use tch::Kind;
+use tch::{Device, Kind};
 
-use crate::config::{Precision, TrainConfig};
+use crate::config::{ModelConfig, Precision, TrainConfig};
 
 thread_local! {
     static MODE: Cell<ComputeMode> = const { Cell::new(ComputeMode::REFERENCE) };
@@ -115,8 +115,9 @@ impl ComputeMode {
     }
 
     /// The mode `[train]` asks for (`precision`, `fused_cell_update`, `wavefront`,
-    /// `fused_tt`, `channels_last`, `tf32`, `deterministic`, `cudnn_benchmark`).
-    pub fn for_config(train: &TrainConfig) -> Self {
+    /// `fused_tt`, `channels_last`, `tf32`, `deterministic`, `cudnn_benchmark`) for `model`
+    /// on `device` (`channels_last = "auto"` depends on both).
+    pub fn for_config(train: &TrainConfig, model: &ModelConfig, device: Device) -> Self {
         Self {
             conv_kind: match train.precision {
                 Precision::F32 => None,
@@ -126,7 +127,9 @@ impl ComputeMode {
             fused_cell_update: train.fused_cell_update,
             wavefront: train.wavefront,
             fused_tt: train.fused_tt,
-            channels_last: train.channels_last,
+            channels_last: train
+                .channels_last
+                .resolve(&model.block_widths, device.is_cuda()),
             cudnn: CudnnFlags::for_config(train),
         }
     }

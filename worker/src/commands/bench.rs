@@ -1,14 +1,17 @@
 //! `convtt-worker bench`: steady-state training-step time split into data wait, forward,
-//! backward, all-reduce and optimizer, with samples/s, peak memory and achieved FLOP/s.
+//! backward, all-reduce and optimizer, with samples/s, peak memory and achieved FLOP/s; with
+//! `--eval`, the inference rollout's clips per second instead.
 //!
-//! It runs the real training step ([`crate::train::train_step`]) on the configured data and
-//! model; nothing is written. Figures are printed, never asserted: tests only check that a
+//! It runs the real training step ([`crate::train::train_step`]) — or the evaluation rollout
+//! `eval` and `predict` run — on the configured data and model; nothing is written. Figures are printed, never asserted: tests only check that a
 //! breakdown is produced.
 
 use std::time::Instant;
 
 use convtt_common::config::ValidConfig;
-use convtt_common::model::{scheduled_sampling_mask, summarize, ComputeMode, MaskRng, Network};
+use convtt_common::model::{
+    scheduled_sampling_mask, summarize, ComputeMode, MaskRng, Network, Rollout,
+};
 use serde::Serialize;
 use tch::{nn::VarStore, Device};
 
@@ -22,6 +25,8 @@ use crate::train::{optim::FlatParams, train_step, StepTimes};
 /// The benchmark's findings (per timed step means).
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchReport {
+    /// `train` (training steps) or `eval` (inference rollouts, `--eval`).
+    pub mode: String,
     /// `cpu` or `cuda:K`.
     pub device: String,
     /// `train.precision` (`f32`, `bf16`, `fp16`).
@@ -36,7 +41,7 @@ pub struct BenchReport {
     pub steps: usize,
     /// Milliseconds per step waiting for the loader.
     pub data_wait_ms: f64,
-    /// Milliseconds per step in the forward pass and loss.
+    /// Milliseconds per step in the forward pass and loss (with `--eval`: the whole rollout).
     pub forward_ms: f64,
     /// Milliseconds per step in the backward pass (and gathering the flat gradient).
     pub backward_ms: f64,
@@ -46,7 +51,7 @@ pub struct BenchReport {
     pub optimizer_ms: f64,
     /// Milliseconds per step in total (the sum of the phases).
     pub step_ms: f64,
-    /// Training clips per second over all workers.
+    /// Training (or, with `--eval`, predicted) clips per second over all workers.
     pub samples_per_s: f64,
     /// Peak resident memory of this process (VmHWM), MiB.
     pub peak_host_mib: f64,
@@ -54,7 +59,8 @@ pub struct BenchReport {
     /// step, so it includes the CUDA context and the caching allocator's reserve (tch 0.24
     /// does not reach the allocator's own statistics). `null` on CPU.
     pub peak_device_mib: Option<f64>,
-    /// Floating-point operations per step on this worker (2 × model-info's training MACs).
+    /// Floating-point operations per step on this worker (2 × model-info's training MACs; a
+    /// third of that for `--eval`'s forward-only rollout).
     pub flops_per_step: f64,
     /// Achieved GFLOP/s on this worker.
     pub achieved_gflops: f64,
@@ -79,7 +85,13 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         return Err(Error::Usage("--steps must be at least 1".into()));
     }
     let mut ctx = Context::new(&args.config.config, &overrides, None)?;
-    let report = measure(&mut ctx, args.warmup, args.steps, args.peak_tflops)?;
+    let report = measure(
+        &mut ctx,
+        args.warmup,
+        args.steps,
+        args.peak_tflops,
+        args.eval,
+    )?;
     if ctx.rt.rank() == 0 {
         if args.json {
             println!(
@@ -93,12 +105,14 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     Ok(())
 }
 
-/// Runs `warmup` untimed then `steps` timed training steps and reports the means.
+/// Runs `warmup` untimed then `steps` timed training steps (with `eval`: inference rollouts)
+/// and reports the means.
 pub fn measure(
     ctx: &mut Context,
     warmup: usize,
     steps: usize,
     peak_tflops: Option<f64>,
+    eval: bool,
 ) -> Result<BenchReport> {
     let Context { cfg, rt } = ctx;
     let (rank, world) = (rt.rank(), rt.world());
@@ -107,7 +121,7 @@ pub fn measure(
     let net = Network::new(&vs.root(), &cfg.model);
     let mut flat = FlatParams::new(&vs);
     rt.coll.broadcast(&mut flat.params)?;
-    let _compute = ComputeMode::for_config(&cfg.train).enter();
+    let _compute = ComputeMode::for_config(&cfg.train, &cfg.model, rt.device).enter();
     let loader = data::train_loader(
         &cfg.data,
         cfg.train.seed,
@@ -125,9 +139,15 @@ pub fn measure(
     }
     let per_worker = cfg.data.batch_size / world;
     let mut device_mem = DeviceMemory::new(rt.device);
-    let (times, data_wait) = run_steps(cfg, rt, &net, &mut flat, &loader, (warmup, steps), || {
-        device_mem.sample()
-    })?;
+    let (times, data_wait) = if eval {
+        run_rollouts(cfg, rt, &net, &loader, (warmup, steps), || {
+            device_mem.sample()
+        })?
+    } else {
+        run_steps(cfg, rt, &net, &mut flat, &loader, (warmup, steps), || {
+            device_mem.sample()
+        })?
+    };
     let n = steps as f64;
     let ms = |s: f64| s * 1e3 / n;
     let step_s =
@@ -139,9 +159,15 @@ pub fn measure(
         per_worker as i64,
         (cfg.data.input_frames + cfg.data.future_frames - 1) as i64,
     );
-    let flops = 2.0 * summary.macs_per_training_step as f64;
+    let training_flops = 2.0 * summary.macs_per_training_step as f64;
+    let flops = if eval {
+        training_flops / 3.0
+    } else {
+        training_flops
+    };
     let achieved = flops / step_s.max(1e-12) / 1e9;
     Ok(BenchReport {
+        mode: if eval { "eval" } else { "train" }.into(),
         device: format!("{:?}", rt.device)
             .to_lowercase()
             .replace("cuda(", "cuda:")
@@ -206,6 +232,53 @@ fn run_steps(
     Ok((times, data_wait))
 }
 
+/// Runs `warmup` untimed then `steps` timed evaluation rollouts (I frames in, F predicted, no
+/// gradients), calling `after_step` after each; the rollout's time counts as forward.
+fn run_rollouts(
+    cfg: &ValidConfig,
+    rt: &Runtime,
+    net: &Network,
+    loader: &Loader,
+    (warmup, steps): (usize, usize),
+    mut after_step: impl FnMut(),
+) -> Result<(StepTimes, f64)> {
+    let (input, future) = (cfg.data.input_frames, cfg.data.future_frames);
+    let mut times = StepTimes::default();
+    let mut data_wait = 0.0;
+    let mut done = 0usize;
+    let mut epoch = 0u64;
+    while done < warmup + steps {
+        let mut batches = loader.epoch(epoch);
+        while done < warmup + steps {
+            let waited = Instant::now();
+            let Some(batch) = batches.next() else { break };
+            let clips = batch?.clips;
+            let timed = done >= warmup;
+            if timed {
+                data_wait += waited.elapsed().as_secs_f64();
+            }
+            let started = Instant::now();
+            let y = tch::no_grad(|| {
+                net.forward(
+                    &clips.narrow(1, 0, input as i64),
+                    &Rollout::eval(input, future),
+                )
+            })?;
+            if let Device::Cuda(k) = rt.device {
+                tch::Cuda::synchronize(k as i64);
+            }
+            drop(y);
+            if timed {
+                times.forward += started.elapsed().as_secs_f64();
+            }
+            after_step();
+            done += 1;
+        }
+        epoch += 1;
+    }
+    Ok((times, data_wait))
+}
+
 /// Peak device memory in use as the CUDA driver reports it (total − free on the device).
 struct DeviceMemory {
     ctx: Option<std::sync::Arc<cudarc::driver::CudaContext>>,
@@ -252,8 +325,13 @@ fn peak_rss_mib() -> f64 {
 /// The human-readable table.
 pub fn render(name: &str, r: &BenchReport, warmup: usize) -> String {
     let share = |x: f64| 100.0 * x / r.step_ms.max(1e-12);
+    let what = if r.mode == "eval" {
+        "inference rollouts"
+    } else {
+        "steps"
+    };
     let mut s = format!(
-        "bench {name}: {} × {} worker(s), {}, batch {} per worker, {} thread(s); {} timed steps after {warmup} warm-up\n",
+        "bench {name}: {} × {} worker(s), {}, batch {} per worker, {} thread(s); {} timed {what} after {warmup} warm-up\n",
         r.device, r.world_size, r.precision, r.batch_per_worker, r.threads, r.steps
     );
     s.push_str("phase          ms/step   share\n");
@@ -281,9 +359,10 @@ pub fn render(name: &str, r: &BenchReport, warmup: usize) -> String {
         ));
     }
     s.push_str(&format!(
-        "achieved       {:.2} GFLOP/s per worker ({:.3} GFLOP per step: 2 × the training MACs of model-info)\n",
+        "achieved       {:.2} GFLOP/s per worker ({:.3} GFLOP per step: 2 × the training MACs of model-info{})\n",
         r.achieved_gflops,
-        r.flops_per_step / 1e9
+        r.flops_per_step / 1e9,
+        if r.mode == "eval" { " ÷ 3, forward only" } else { "" }
     ));
     if let Some(f) = r.fraction_of_peak {
         s.push_str(&format!("of peak        {:.1}%\n", 100.0 * f));

@@ -23,7 +23,7 @@ use convtt_common::checkpoint::Manifest;
 use convtt_common::config::{LpipsPreset, ValidConfig};
 use convtt_common::lpips::Lpips;
 use convtt_common::metrics::FrameMetrics;
-use convtt_common::model::{import_safetensors, Network};
+use convtt_common::model::{import_safetensors, ComputeMode, Network};
 use serde::{Deserialize, Serialize};
 use tch::{nn::VarStore, Device};
 
@@ -611,6 +611,8 @@ fn horizons_to_evaluate(
 /// `convtt-worker eval`.
 pub fn run_eval(args: &EvalArgs) -> Result<()> {
     let mut ctx = context(&args.model)?;
+    // The rollouts compute as `[train]` says (precision, fast path), as validation does.
+    let _compute = compute_mode(&ctx).enter();
     if ctx.cfg.activity.enabled {
         if args.weights.is_some() {
             return Err(Error::Usage(
@@ -669,12 +671,18 @@ pub(crate) fn publish(
     Ok(())
 }
 
+/// How `ctx`'s rollouts compute: `[train]`'s [`ComputeMode`] for its model and device.
+fn compute_mode(ctx: &Context) -> ComputeMode {
+    ComputeMode::for_config(&ctx.cfg.train, &ctx.cfg.model, ctx.rt.device)
+}
+
 /// `convtt-worker predict`.
 pub fn run_predict(args: &PredictArgs) -> Result<()> {
     let (ctx, loaded) = open_checkpoint(&args.model, "predict")?;
     if ctx.rt.rank() != 0 {
         return Ok(());
     }
+    let _compute = compute_mode(&ctx).enter();
     let future = args.future.unwrap_or(ctx.cfg.data.future_frames);
     let clip =
         strip::ClipPrediction::new(&loaded.net, &ctx.cfg.data, &args.split, args.clip, future)?;

@@ -269,7 +269,7 @@ impl<'c> Trainer<'c> {
     /// loop goes on from the same stage once the group is whole again.
     pub fn run(&mut self, rt: &mut Runtime, plan: &Plan) -> Result<()> {
         // This (the training) thread computes as `[train]` says (precision, fused update, cuDNN).
-        let _compute = ComputeMode::for_config(&self.cfg.train).enter();
+        let _compute = ComputeMode::for_config(&self.cfg.train, &self.cfg.model, rt.device).enter();
         loop {
             match self.advance(rt, plan) {
                 Err(Error::PeerLost(why)) => {

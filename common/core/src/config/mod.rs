@@ -36,7 +36,7 @@ pub use launch::{LaunchConfig, Recovery};
 pub use model::{prime_factors, tt_factors, CellKind, InitScheme, ModelConfig};
 pub use optim::{OptimConfig, Schedule};
 pub use sweep::{CmpOp, Constraint, Operand, SweepConfig};
-pub use train::{DeviceKind, LpipsPreset, Precision, TrainConfig};
+pub use train::{ChannelsLast, DeviceKind, LpipsPreset, Precision, TrainConfig};
 
 use crate::error::{Error, Result};
 

@@ -611,7 +611,6 @@ fn horizons_to_evaluate(
 /// `convtt-worker eval`.
 pub fn run_eval(args: &EvalArgs) -> Result<()> {
     let mut ctx = context(&args.model)?;
-    // The rollouts compute as `[train]` says (precision, fast path), as validation does.
     let _compute = compute_mode(&ctx).enter();
     if ctx.cfg.activity.enabled {
         if args.weights.is_some() {
@@ -671,9 +670,13 @@ pub(crate) fn publish(
     Ok(())
 }
 
-/// How `ctx`'s rollouts compute: `[train]`'s [`ComputeMode`] for its model and device.
+/// How `eval` and `predict` compute: `[train]`'s [`ComputeMode`] for the model and device (the
+/// fast path, cuDNN flags), but always in f32.
 fn compute_mode(ctx: &Context) -> ComputeMode {
-    ComputeMode::for_config(&ctx.cfg.train, &ctx.cfg.model, ctx.rt.device)
+    ComputeMode {
+        conv_kind: None,
+        ..ComputeMode::for_config(&ctx.cfg.train, &ctx.cfg.model, ctx.rt.device)
+    }
 }
 
 /// `convtt-worker predict`.

@@ -199,6 +199,51 @@ pub enum SweepCommand {
         /// Resubmit failed trials even when their retry budget is spent.
         #[arg(long)]
         retry_failed: bool,
+        /// An array over only the failed trials (a fresh retry budget each; attempts stay
+        /// counted).
+        #[arg(long)]
+        failed: bool,
+        /// The worker binary for the trials' launchers.
+        #[arg(long, value_name = "PATH")]
+        worker: Option<PathBuf>,
+    },
+    /// Run again, on this machine, exactly the failed trials (`--failed`, a fresh retry budget;
+    /// their attempts stay counted) and/or the ones ASHA stopped (`--stopped`, promoted: they
+    /// train on to the end from their checkpoints).
+    Rerun {
+        /// The sweep's base config and overrides.
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Sweep directory (default `runs/sweep-{launch.name}`).
+        #[arg(long, value_name = "DIR")]
+        sweep_dir: Option<PathBuf>,
+        /// The failed trials.
+        #[arg(long)]
+        failed: bool,
+        /// The trials ASHA stopped.
+        #[arg(long)]
+        stopped: bool,
+        /// Trials at a time.
+        #[arg(long, value_name = "K", default_value_t = 1)]
+        parallel: usize,
+        /// The worker binary for the trials' launchers.
+        #[arg(long, value_name = "PATH")]
+        worker: Option<PathBuf>,
+    },
+    /// Promote trials past ASHA (by id or index) and train them on to the end, on this machine.
+    Resume {
+        /// The sweep's base config and overrides.
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Sweep directory (default `runs/sweep-{launch.name}`).
+        #[arg(long, value_name = "DIR")]
+        sweep_dir: Option<PathBuf>,
+        /// A trial id (or index) to promote (repeatable).
+        #[arg(long, value_name = "ID", required = true)]
+        promote: Vec<String>,
+        /// Trials at a time.
+        #[arg(long, value_name = "K", default_value_t = 1)]
+        parallel: usize,
         /// The worker binary for the trials' launchers.
         #[arg(long, value_name = "PATH")]
         worker: Option<PathBuf>,

@@ -79,8 +79,47 @@ fn sweep_command(c: cli::SweepCommand) -> Result<()> {
                 parallel,
                 retry_failed,
                 worker,
+                only: None,
             };
             sweep::local::run_local(&dir, &planned, &opts)
+        }
+        S::Rerun {
+            config,
+            sweep_dir,
+            failed,
+            stopped,
+            parallel,
+            worker,
+        } => {
+            if !failed && !stopped {
+                return Err(Error::Usage(
+                    "`sweep rerun` needs --failed and/or --stopped".into(),
+                ));
+            }
+            let planned = sweep::plan_sweep(&config.config, &config.overrides)?;
+            let dir = sweep::default_dir(&planned.base, sweep_dir.as_deref());
+            let pick = sweep::local::Pick {
+                failed,
+                stopped,
+                promote: Vec::new(),
+            };
+            sweep::local::rerun(&dir, &planned, &pick, parallel, worker)
+        }
+        S::Resume {
+            config,
+            sweep_dir,
+            promote,
+            parallel,
+            worker,
+        } => {
+            let planned = sweep::plan_sweep(&config.config, &config.overrides)?;
+            let dir = sweep::default_dir(&planned.base, sweep_dir.as_deref());
+            let pick = sweep::local::Pick {
+                failed: false,
+                stopped: false,
+                promote,
+            };
+            sweep::local::rerun(&dir, &planned, &pick, parallel, worker)
         }
         S::Submit {
             config,
@@ -90,6 +129,7 @@ fn sweep_command(c: cli::SweepCommand) -> Result<()> {
             sbatch_args,
             cpus_per_task,
             retry_failed,
+            failed,
             worker,
         } => {
             let planned = sweep::plan_sweep(&config.config, &config.overrides)?;
@@ -100,6 +140,7 @@ fn sweep_command(c: cli::SweepCommand) -> Result<()> {
                 sbatch_args,
                 cpus_per_task,
                 retry_failed,
+                only_failed: failed,
                 worker,
             };
             sweep::slurm::submit(&dir, &planned, &opts)

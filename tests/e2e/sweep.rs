@@ -153,7 +153,8 @@ fn local_sweep_reports_finished_and_failed_trials_and_skips_them_on_rerun() {
         .arg(&sweep));
     let (stdout, stderr) = texts(&out);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
-    assert!(stdout.contains("ranked by `valid.psnr` (higher is better): 2 done, 2 failed"));
+    assert!(stdout
+        .contains("ranked by `valid.psnr` (higher is better): 2 done, 0 stopped early, 2 failed"));
 }
 
 /// SIGTERM to `sweep run` preempts the running trial after a checkpoint (exit 4); the next run
@@ -386,7 +387,7 @@ fn slurm_runs_a_sweep_job_array_and_a_training_job_through_the_templates() {
     let (stdout, stderr) = texts(&out);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(
-        stdout.contains("4 done, 0 failed, 0 running, 0 preempted, 0 pending"),
+        stdout.contains("4 done, 0 stopped early, 0 failed, 0 running, 0 preempted, 0 pending"),
         "{stdout}{}",
         logs()
     );
@@ -409,4 +410,247 @@ fn slurm_runs_a_sweep_job_array_and_a_training_job_through_the_templates() {
         logs()
     );
     assert_eq!(train_losses(&run_dir).len(), 2);
+}
+
+/// The ASHA spec of the tests: 6 learning rates of the tiny config, rungs at steps 1 and 2
+/// (η = 2), 4 steps for a trial never stopped, validation every step.
+fn asha_overrides() -> Vec<String> {
+    let mut ov = trial_overrides(4);
+    ov.extend([
+        "train.valid_every=1".to_owned(),
+        "sweep.grid.\"optim.learning_rate\"=[1e-4, 3e-2, 3e-4, 1e-2, 1e-3, 3e-3]".into(),
+        "sweep.scheduler=\"asha\"".into(),
+        "sweep.grace_steps=1".into(),
+        "sweep.reduction_factor=2".into(),
+        "sweep.max_steps=4".into(),
+        "sweep.array_parallel=1".into(),
+    ]);
+    ov
+}
+
+/// One ASHA rung record: (trial index, step, value, decision).
+fn rung_records(sweep: &Path, rung: usize) -> Vec<(usize, u64, f64, String)> {
+    let d = sweep.join("asha").join(format!("rung-{rung}"));
+    let mut out: Vec<(usize, u64, f64, String)> = std::fs::read_dir(&d)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| {
+            let t: toml::Table = std::fs::read_to_string(e.path()).unwrap().parse().unwrap();
+            (
+                t["index"].as_integer().unwrap() as usize,
+                t["step"].as_integer().unwrap() as u64,
+                t["value"].as_float().unwrap(),
+                t["decision"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    out.sort_by_key(|r| r.0);
+    out
+}
+
+/// `valid` loss of trial `id` at `step`, from its own metrics.jsonl.
+fn valid_loss_at(sweep: &Path, id: &str, step: u64) -> Option<f64> {
+    let text = std::fs::read_to_string(sweep.join("trials").join(id).join("metrics.jsonl")).ok()?;
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|r| r["kind"] == "valid" && r["step"].as_u64() == Some(step))
+        .filter_map(|r| r["loss"].as_f64())
+        .next_back()
+}
+
+/// Checks a finished ASHA sweep against the rule replayed here from the recorded values (each
+/// the trial's own validation loss at the rung step), trials in index order; returns the
+/// indices of the stopped trials.
+fn check_asha(sweep: &Path) -> Vec<usize> {
+    let (head, rows) = read_csv(&sweep.join("report.csv"));
+    let (state, id) = (col(&head, "state"), col(&head, "id"));
+    let ids: std::collections::BTreeMap<usize, String> = rows
+        .iter()
+        .map(|r| (r[0].parse::<usize>().unwrap(), r[id].clone()))
+        .collect();
+    let mut alive: Vec<usize> = ids.keys().copied().collect();
+    let mut stopped = Vec::new();
+    for (rung, step) in [(0usize, 1u64), (1, 2)] {
+        let recs = rung_records(sweep, rung);
+        assert_eq!(
+            recs.iter().map(|r| r.0).collect::<Vec<_>>(),
+            alive,
+            "exactly the trials still going record at rung {rung}"
+        );
+        let mut seen: Vec<f64> = Vec::new();
+        let mut next = Vec::new();
+        for (index, at, value, decision) in recs {
+            assert_eq!(at, step);
+            let own = valid_loss_at(sweep, &ids[&index], step).expect("a validation at the rung");
+            assert_eq!(
+                value, own,
+                "trial {index}: the value is its own validation loss"
+            );
+            seen.push(value);
+            let better = seen.iter().filter(|&&v| v < value).count();
+            let keep = seen.len().div_ceil(2);
+            let want = if better < keep { "continue" } else { "stop" };
+            assert_eq!(decision, want, "trial {index} at rung {rung}: {seen:?}");
+            if want == "continue" {
+                next.push(index);
+            } else {
+                stopped.push(index);
+            }
+        }
+        alive = next;
+    }
+    for r in &rows {
+        let index: usize = r[0].parse().unwrap();
+        let want = if stopped.contains(&index) {
+            "stopped"
+        } else {
+            "done"
+        };
+        assert_eq!(r[state], want, "{r:?}");
+    }
+    assert!(
+        !stopped.is_empty() && !alive.is_empty(),
+        "{stopped:?} {alive:?}"
+    );
+    stopped.sort();
+    stopped
+}
+
+/// ASHA on this machine, trials one at a time: the stopped set is what the rule gives for the
+/// trials' own validation losses; the report shows the rungs; a stopped trial promoted later
+/// trains on from its checkpoint to the end.
+#[test]
+fn a_local_asha_sweep_stops_the_trials_the_rule_names_and_a_promoted_one_trains_on() {
+    let dir = TempDir::new("sweep-asha");
+    let sweep = dir.path().join("sweep");
+    let ov = asha_overrides();
+    let out = run(sweep_cmd("run", &sweep, &ov).args(["--local"]));
+    let (_, stderr) = texts(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let stopped = check_asha(&sweep);
+    let md = std::fs::read_to_string(sweep.join("report.md")).unwrap();
+    assert!(md.contains("Early stopping (ASHA"), "{md}");
+    assert!(
+        md.contains(&format!("{} stopped early", stopped.len())),
+        "{md}"
+    );
+    assert!(md.contains("stopped at step 1 (ASHA)") || md.contains("stopped at step 2 (ASHA)"));
+
+    // Promote the first stopped trial: it resumes from its rung checkpoint and finishes.
+    let (head, rows) = read_csv(&sweep.join("report.csv"));
+    let id = rows
+        .iter()
+        .find(|r| r[0] == stopped[0].to_string())
+        .unwrap()[col(&head, "id")]
+    .clone();
+    let trial = sweep.join("trials").join(&id);
+    let paused_at = train_losses(&trial).keys().max().copied().unwrap();
+    let out = run(sweep_cmd("resume", &sweep, &ov).args(["--promote", &id]));
+    let (_, stderr) = texts(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let losses = train_losses(&trial);
+    assert_eq!(losses.keys().copied().collect::<Vec<_>>(), [1, 2, 3, 4]);
+    let status = std::fs::read_to_string(trial.join("status.toml")).unwrap();
+    assert!(status.contains("state = \"done\"") && status.contains("promoted = true"));
+    // Resumed from the rung checkpoint: no step before the pause was trained twice.
+    let text = std::fs::read_to_string(trial.join("metrics.jsonl")).unwrap();
+    let steps: Vec<u64> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|r| r["kind"] == "train")
+        .map(|r| r["step"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        steps,
+        [1, 2, 3, 4],
+        "paused at {paused_at}, every step once"
+    );
+}
+
+/// `sweep rerun --failed` runs exactly the failed trials again (here after the missing
+/// dataset appeared), counting their attempts on; `sweep submit --failed` writes an array over
+/// only them.
+#[test]
+fn rerun_failed_reruns_exactly_the_failed_trials() {
+    let dir = TempDir::new("sweep-rerun");
+    let sweep = dir.path().join("sweep");
+    let late = dir.path().join("late-dataset");
+    let mut ov = trial_overrides(1);
+    ov.push(format!(
+        "sweep.grid.\"data.dataset\"=[\"{}\", \"{}\"]",
+        tiny_dataset().display(),
+        late.display()
+    ));
+    ov.push("sweep.max_retries=0".into());
+    let out = run(sweep_cmd("run", &sweep, &ov).args(["--local"]));
+    assert_eq!(out.status.code(), Some(1), "{}", texts(&out).1);
+    let (head, rows) = read_csv(&sweep.join("report.csv"));
+    let (state, id) = (col(&head, "state"), col(&head, "id"));
+    let good = rows.iter().find(|r| r[state] == "done").unwrap()[id].clone();
+    let bad = rows.iter().find(|r| r[state] == "failed").unwrap()[id].clone();
+    let good_metrics = sweep.join("trials").join(&good).join("metrics.jsonl");
+    let before = std::fs::read_to_string(&good_metrics).unwrap();
+
+    // An array over only the failed one.
+    let out = run(sweep_cmd("submit", &sweep, &ov).args(["--failed", "--dry-run"]));
+    assert_eq!(out.status.code(), Some(0), "{}", texts(&out).1);
+    let script = std::fs::read_to_string(sweep.join("sweep.sbatch")).unwrap();
+    let bad_index = rows.iter().find(|r| r[id] == bad).unwrap()[0].clone();
+    assert!(
+        script.contains(&format!("#SBATCH --array={bad_index}-{bad_index}%"))
+            || script.contains(&format!("#SBATCH --array={bad_index}%")),
+        "{script}"
+    );
+
+    std::os::unix::fs::symlink(tiny_dataset(), &late).unwrap();
+    let out = run(sweep_cmd("rerun", &sweep, &ov).arg("--failed"));
+    let (_, stderr) = texts(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains(&format!("running trials [{bad_index}] again")),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read_to_string(&good_metrics).unwrap(), before);
+    let status =
+        std::fs::read_to_string(sweep.join("trials").join(&bad).join("status.toml")).unwrap();
+    assert!(
+        status.contains("state = \"done\"") && status.contains("attempts = 2"),
+        "{status}"
+    );
+}
+
+/// The same ASHA spec as a Slurm job array (one task at a time) on the real single-node
+/// cluster stops the same trials as the local run.
+#[test]
+fn a_slurm_asha_sweep_stops_the_same_trials_as_the_local_one() {
+    let dir = TempDir::new("slurm-asha");
+    let Some(cluster) = cluster_or_skip(
+        "a_slurm_asha_sweep_stops_the_same_trials_as_the_local_one",
+        &dir.path().join("cluster"),
+    ) else {
+        return;
+    };
+    let ov = asha_overrides();
+    let local = dir.path().join("local");
+    let out = run(sweep_cmd("run", &local, &ov).args(["--local"]));
+    assert_eq!(out.status.code(), Some(0), "{}", texts(&out).1);
+    let want = check_asha(&local);
+
+    let sweep = dir.path().join("sweep");
+    let out = run(sweep_cmd("submit", &sweep, &ov)
+        .env("SLURM_CONF", &cluster.conf)
+        .arg("--sbatch-arg=--time=10"));
+    let (stdout, stderr) = texts(&out);
+    assert_eq!(out.status.code(), Some(0), "sweep submit: {stderr}");
+    let job = stdout.trim().to_owned();
+    assert!(
+        cluster.wait_jobs(&[job], 500),
+        "the ASHA array is still queued"
+    );
+    let out = run(Command::new(bin("convtt-launch"))
+        .args(["sweep", "report", "--sweep-dir"])
+        .arg(&sweep));
+    assert_eq!(out.status.code(), Some(0), "{}", texts(&out).1);
+    assert_eq!(check_asha(&sweep), want);
 }

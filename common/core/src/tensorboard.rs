@@ -341,7 +341,7 @@ impl EventWriter {
             obj.as_object()
                 .into_iter()
                 .flatten()
-                .filter(|(k, _)| !matches!(k.as_str(), "step" | "epoch" | "kind"))
+                .filter(|(k, _)| !matches!(k.as_str(), "step" | "epoch" | "kind" | "time"))
                 .filter_map(|(k, x)| Some((format!("{prefix}/{k}"), x.as_f64()?)))
                 .collect()
         };

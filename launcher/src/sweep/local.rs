@@ -28,6 +28,89 @@ pub struct LocalOptions {
     pub retry_failed: bool,
     /// `--worker` for the trials' launchers.
     pub worker: Option<std::path::PathBuf>,
+    /// Run only these trials (`rerun`, `resume`), whatever the others' states.
+    pub only: Option<Vec<usize>>,
+}
+
+/// What `sweep rerun` / `sweep resume` picks.
+#[derive(Debug, Clone, Default)]
+pub struct Pick {
+    /// The failed trials (a fresh retry budget).
+    pub failed: bool,
+    /// The trials ASHA stopped (promoted).
+    pub stopped: bool,
+    /// Trials to promote, by id or index.
+    pub promote: Vec<String>,
+}
+
+/// Marks the picked trials (fresh budget for failed ones, promotion for stopped or named ones)
+/// and returns their indices.
+pub fn pick_trials(dir: &SweepDir, m: &Manifest, pick: &Pick) -> Result<Vec<usize>> {
+    for want in &pick.promote {
+        if !m
+            .trials
+            .iter()
+            .any(|t| &t.id == want || &t.index.to_string() == want)
+        {
+            return Err(Error::Usage(format!(
+                "--promote {want}: no trial of {} has that id or index",
+                dir.manifest().display()
+            )));
+        }
+    }
+    let mut out = Vec::new();
+    for t in &m.trials {
+        let run_dir = dir.trial(&t.id);
+        let mut st = TrialStatus::read(&run_dir);
+        let state = st.effective(&run_dir);
+        let named = pick
+            .promote
+            .iter()
+            .any(|w| w == &t.id || w == &t.index.to_string());
+        if pick.failed && state == State::Failed {
+            st.grant_rerun();
+        } else if named || (pick.stopped && state == State::Stopped) {
+            if state == State::Done {
+                tracing::info!("trial {} ({}) is finished already", t.index, t.id);
+                continue;
+            }
+            st.promoted = true;
+            if state == State::Stopped {
+                // Resumable from its checkpoint, as after a preemption.
+                st.state = State::Preempted;
+            }
+        } else {
+            continue;
+        }
+        std::fs::create_dir_all(&run_dir).map_err(|e| Error::io(&run_dir, e))?;
+        st.write(&run_dir)?;
+        out.push(t.index);
+    }
+    Ok(out)
+}
+
+/// `sweep rerun` / `sweep resume --promote`: exactly the picked trials, on this machine.
+pub fn rerun(
+    dir: &SweepDir,
+    planned: &Planned,
+    pick: &Pick,
+    parallel: usize,
+    worker: Option<std::path::PathBuf>,
+) -> Result<()> {
+    write_plan(dir, planned)?;
+    let only = pick_trials(dir, &planned.manifest, pick)?;
+    if only.is_empty() {
+        eprintln!("sweep: no trial to run again");
+        return Ok(());
+    }
+    eprintln!("sweep: running trials {only:?} again");
+    let opts = LocalOptions {
+        parallel,
+        retry_failed: false,
+        worker,
+        only: Some(only),
+    };
+    run_local(dir, planned, &opts)
 }
 
 /// Where one trial runs.
@@ -68,8 +151,9 @@ pub fn cpu_slots(mask: &CpuSet, k: usize, per_trial: usize) -> Vec<Slot> {
     out
 }
 
-/// `k` slots of `per_trial` GPUs each from the visible GPUs (PCI-order indices).
-pub fn gpu_slots(visible: &[usize], k: usize, per_trial: usize) -> Result<Vec<Slot>> {
+/// `k` slots of `per_trial` GPUs each from the visible GPUs (PCI-order indices), `share`
+/// trials on each group (`launch.trials_per_gpu`): group g's trials take slots g, g + groups, ….
+pub fn gpu_slots(visible: &[usize], k: usize, per_trial: usize, share: usize) -> Result<Vec<Slot>> {
     let fit = visible.len() / per_trial;
     if fit == 0 {
         return Err(Error::Usage(format!(
@@ -77,7 +161,8 @@ pub fn gpu_slots(visible: &[usize], k: usize, per_trial: usize) -> Result<Vec<Sl
             visible.len()
         )));
     }
-    Ok((0..k.min(fit))
+    Ok((0..k.min(fit * share.max(1)))
+        .map(|j| j % fit)
         .map(|i| Slot {
             cpus: None,
             cuda_visible: Some(
@@ -97,10 +182,102 @@ fn slots(planned: &Planned, parallel: usize) -> Result<Vec<Slot>> {
         let topo = Topology::read(&SysPaths::default());
         let cvd = std::env::var("CUDA_VISIBLE_DEVICES").ok();
         let visible = visible_gpus(&topo, cvd.as_deref(), None)?;
-        gpu_slots(&visible, parallel, launch.gpus)
+        let slots = gpu_slots(&visible, parallel, launch.gpus, launch.trials_per_gpu)?;
+        let sharing = slots.len().div_ceil((visible.len() / launch.gpus).max(1));
+        if sharing > 1 {
+            let total = gpu_memory_mib(visible[0]);
+            memory_guard(
+                planned,
+                sharing,
+                total,
+                1024.0,
+                "GPU",
+                "launch.trials_per_gpu",
+            )?;
+        }
+        Ok(slots)
     } else {
-        Ok(cpu_slots(&own_cpu_mask()?, parallel, launch.cpu_workers))
+        let slots = cpu_slots(&own_cpu_mask()?, parallel, launch.cpu_workers);
+        if slots.len() > 1 {
+            // Every worker of every trial in host memory, libtorch's ~0.6 GiB each.
+            let workers = slots.len() * launch.cpu_workers.max(1);
+            memory_guard(
+                planned,
+                workers,
+                host_available_mib(),
+                600.0,
+                "host",
+                "--parallel",
+            )?;
+        }
+        Ok(slots)
     }
+}
+
+/// Refuses to pack `n` workers of the sweep's largest trial into `available` MiB (when
+/// known), each needing its estimated memory plus `overhead` MiB; the message gives the
+/// figures and the knob.
+fn memory_guard(
+    planned: &Planned,
+    n: usize,
+    available: Option<f64>,
+    overhead: f64,
+    what: &str,
+    knob: &str,
+) -> Result<()> {
+    let Some(available) = available else {
+        return Ok(());
+    };
+    let Some(big) = planned
+        .manifest
+        .trials
+        .iter()
+        .max_by(|a, b| a.worker_mib.total_cmp(&b.worker_mib))
+    else {
+        return Ok(());
+    };
+    let need = n as f64 * (big.worker_mib + overhead);
+    if need > available {
+        return Err(Error::Usage(format!(
+            "{n} workers at once need about {need:.0} MiB of {what} memory (trial {} needs \
+             {:.0} MiB of activations, parameters and optimizer state per worker, plus \
+             {overhead:.0} MiB for libtorch), but {available:.0} MiB are available: lower \
+             {knob} or data.batch_size",
+            big.index, big.worker_mib
+        )));
+    }
+    tracing::info!(
+        "packing {n} workers: about {need:.0} of {available:.0} MiB of {what} memory (estimate)"
+    );
+    Ok(())
+}
+
+/// `MemAvailable` of /proc/meminfo, MiB.
+fn host_available_mib() -> Option<f64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kb: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kb / 1024.0)
+}
+
+/// Total memory of GPU `index` (PCI order) from `nvidia-smi`, MiB; `None` without it.
+fn gpu_memory_mib(index: usize) -> Option<f64> {
+    let out = std::process::Command::new("nvidia-smi")
+        .args([
+            "--query-gpu=memory.total",
+            "--format=csv,noheader,nounits",
+            &format!("--id={index}"),
+        ])
+        .env("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout).trim().parse().ok()
 }
 
 /// Runs the sweep locally; `Ok` when every trial finished.
@@ -130,7 +307,7 @@ pub fn run_local(dir: &SweepDir, planned: &Planned, opts: &LocalOptions) -> Resu
     let ran = rt.block_on(run_queue(dir, m, &slots, queue, opts))?;
     let files = report::write_report(dir, m, &m.metric)?;
     eprintln!("{}", files.describe());
-    verdict(dir, m, ran)
+    verdict(dir, m, ran, opts.only.as_deref())
 }
 
 /// The trials to run (failed ones again with `--retry-failed`, their attempts reset), the
@@ -145,10 +322,12 @@ fn queue_trials(
     for t in &m.trials {
         let run_dir = dir.trial(&t.id);
         let mut st = TrialStatus::read(&run_dir);
+        let picked = opts.only.as_ref().is_none_or(|o| o.contains(&t.index));
         match st.effective(&run_dir) {
-            State::Done => done += 1,
+            _ if !picked => {}
+            State::Done | State::Stopped => done += 1,
             State::Failed if opts.retry_failed => {
-                st.attempts = 0;
+                st.grant_rerun();
                 std::fs::create_dir_all(&run_dir).map_err(|e| Error::io(&run_dir, e))?;
                 st.write(&run_dir)?;
                 queue.push(t.index);
@@ -254,15 +433,18 @@ fn trial_child(
     })
 }
 
-/// `Ok` when every trial is done; a failure naming the failed ones, or a preemption when some
-/// are unfinished (run again to resume them).
-fn verdict(dir: &SweepDir, m: &Manifest, ran: usize) -> Result<()> {
+/// `Ok` when every trial (of `only`, when given) is done or stopped early; a failure naming the
+/// failed ones, or a preemption when some are unfinished (run again to resume them).
+fn verdict(dir: &SweepDir, m: &Manifest, ran: usize, only: Option<&[usize]>) -> Result<()> {
     let (mut failed, mut unfinished) = (Vec::new(), 0);
     for t in &m.trials {
+        if only.is_some_and(|o| !o.contains(&t.index)) {
+            continue;
+        }
         let run_dir = dir.trial(&t.id);
         let st = TrialStatus::read(&run_dir);
         match st.effective(&run_dir) {
-            State::Done => {}
+            State::Done | State::Stopped => {}
             State::Failed if !st.can_retry(m.max_retries) => failed.push(t.index),
             _ => unfinished += 1,
         }
@@ -307,12 +489,19 @@ mod tests {
 
     #[test]
     fn gpu_slots_hand_out_disjoint_groups() {
-        let s = gpu_slots(&[0, 1, 2, 3, 4], 8, 2).unwrap();
+        let s = gpu_slots(&[0, 1, 2, 3, 4], 8, 2, 1).unwrap();
         let got: Vec<&str> = s
             .iter()
             .map(|s| s.cuda_visible.as_deref().unwrap())
             .collect();
         assert_eq!(got, ["0,1", "2,3"]);
-        assert!(gpu_slots(&[0], 1, 2).is_err());
+        assert!(gpu_slots(&[0], 1, 2, 1).is_err());
+        // Two trials per GPU: each GPU twice, spread over the GPUs first.
+        let s = gpu_slots(&[0, 1], 8, 1, 2).unwrap();
+        let got: Vec<&str> = s
+            .iter()
+            .map(|s| s.cuda_visible.as_deref().unwrap())
+            .collect();
+        assert_eq!(got, ["0", "1", "0", "1"]);
     }
 }

@@ -17,6 +17,7 @@
 //! within `sweep.max_retries`, forwards signals and exits 4 when the trial was preempted.
 //! [`local`] runs tasks on this machine, [`slurm`] submits them as an array, [`report`] sums up.
 
+pub mod asha;
 pub mod local;
 pub mod report;
 pub mod slurm;
@@ -56,6 +57,22 @@ pub struct TrialEntry {
     pub gflop_per_frame: f64,
     /// FLOPs of one training step (forward + backward, global batch), in GFLOP.
     pub gflop_per_step: f64,
+    /// Estimated memory of one of its workers, MiB: the activations kept for backward at the
+    /// per-worker batch plus parameters, gradients and Adam's two moments (f32); libtorch's
+    /// own footprint comes on top (the packing guard adds it).
+    #[serde(default)]
+    pub worker_mib: f64,
+}
+
+/// ASHA's parameters as the manifest records them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AshaPlan {
+    /// The rungs (steps), ascending, all below `max_steps`.
+    pub rungs: Vec<u64>,
+    /// η: 1/η of the trials at a rung go on.
+    pub reduction_factor: u64,
+    /// The steps of a trial never stopped.
+    pub max_steps: u64,
 }
 
 /// `manifest.toml`: the sweep's plan.
@@ -73,6 +90,9 @@ pub struct Manifest {
     pub max_retries: u32,
     /// `sweep.array_parallel`.
     pub array_parallel: usize,
+    /// Early stopping (`sweep.scheduler = "asha"`), when on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub asha: Option<AshaPlan>,
     /// The trials, by index.
     #[serde(rename = "trial", default)]
     pub trials: Vec<TrialEntry>,
@@ -165,6 +185,17 @@ pub fn plan_sweep(config: &Path, overrides: &[String]) -> Result<Planned> {
         metric: base.sweep.metric.clone(),
         max_retries: base.sweep.max_retries,
         array_parallel: base.sweep.array_parallel,
+        asha: (base.sweep.scheduler == convtt_core::config::Scheduler::Asha).then(|| {
+            let max_steps = match base.sweep.max_steps {
+                0 => base.train.max_steps,
+                m => m,
+            };
+            AshaPlan {
+                rungs: base.sweep.rungs(max_steps),
+                reduction_factor: base.sweep.reduction_factor,
+                max_steps,
+            }
+        }),
         trials: entries,
     };
     Ok(Planned { base, manifest })
@@ -179,6 +210,13 @@ fn entry(t: &Trial, cfg: &ValidConfig) -> TrialEntry {
         d.batch_size as i64,
         (d.input_frames + d.future_frames - 1) as i64,
     );
+    let workers = match cfg.launch.gpus {
+        0 => cfg.launch.cpu_workers.max(1),
+        g => g,
+    };
+    let worker_mib = (s.activation_bytes as f64 / workers as f64
+        + 16.0 * s.total_parameters as f64)
+        / (1024.0 * 1024.0);
     TrialEntry {
         index: t.index,
         id: t.id.clone(),
@@ -194,6 +232,7 @@ fn entry(t: &Trial, cfg: &ValidConfig) -> TrialEntry {
         parameters: s.total_parameters,
         gflop_per_frame: 2.0 * s.macs_per_frame as f64 / 1e9,
         gflop_per_step: 2.0 * s.macs_per_training_step as f64 / 1e9,
+        worker_mib,
     }
 }
 

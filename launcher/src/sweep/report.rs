@@ -153,8 +153,8 @@ pub fn markdown(m: &Manifest, rows: &[Row], metric: &str, mode: MetricMode) -> S
     let counts = |s: State| rows.iter().filter(|r| r.state == s).count();
     let _ = writeln!(
         out,
-        "Sweep of {} trials, ranked by `{metric}` ({} is better): {} done, {} failed, {} running, \
-         {} preempted, {} pending.\n",
+        "Sweep of {} trials, ranked by `{metric}` ({} is better): {} done, {} stopped early, {} \
+         failed, {} running, {} preempted, {} pending.\n",
         rows.len(),
         if mode == MetricMode::Max {
             "higher"
@@ -162,6 +162,7 @@ pub fn markdown(m: &Manifest, rows: &[Row], metric: &str, mode: MetricMode) -> S
             "lower"
         },
         counts(State::Done),
+        counts(State::Stopped),
         counts(State::Failed),
         counts(State::Running),
         counts(State::Preempted),
@@ -200,6 +201,11 @@ pub fn markdown(m: &Manifest, rows: &[Row], metric: &str, mode: MetricMode) -> S
                 r.status.attempts,
                 if r.status.attempts == 1 { "" } else { "s" }
             ),
+            State::Stopped => format!(
+                "stopped at step {} (ASHA)",
+                r.status.stopped_at.unwrap_or(0)
+            ),
+            s if r.status.promoted => format!("{} (promoted)", s.name()),
             s => s.name().into(),
         };
         let mut f = vec![rank_text, t.index.to_string(), format!("`{}`", t.id), state];
@@ -223,6 +229,185 @@ pub fn markdown(m: &Manifest, rows: &[Row], metric: &str, mode: MetricMode) -> S
         let _ = writeln!(out, "| {} |", f.join(" | "));
     }
     out
+}
+
+/// The rungs of an ASHA sweep: per rung, who recorded what and who went on or stopped
+/// (empty without ASHA).
+pub fn asha_markdown(dir: &SweepDir, m: &Manifest) -> Result<String> {
+    let Some(a) = &m.asha else {
+        return Ok(String::new());
+    };
+    let mut out = format!(
+        "\n### Early stopping (ASHA: rungs at steps {:?}, η = {}, {} steps for a trial never \
+         stopped)\n\n| rung | step | recorded | went on | stopped |\n|---|---|---|---|---|\n",
+        a.rungs, a.reduction_factor, a.max_steps
+    );
+    for (k, step) in a.rungs.iter().enumerate() {
+        let recs = super::asha::read_rung(dir, k)?;
+        let list = |d: super::asha::Decision| {
+            let v: Vec<String> = recs
+                .iter()
+                .filter(|r| r.decision == d)
+                .map(|r| format!("#{} ({:.5}, rank {}/{})", r.index, r.value, r.rank, r.seen))
+                .collect();
+            if v.is_empty() {
+                "–".to_owned()
+            } else {
+                v.join(", ")
+            }
+        };
+        let _ = writeln!(
+            out,
+            "| {k} | {step} | {} | {} | {} |",
+            recs.len(),
+            list(super::asha::Decision::Continue),
+            list(super::asha::Decision::Stop)
+        );
+    }
+    Ok(out)
+}
+
+/// One validation of a trial: step, value of the metric, Unix time when recorded.
+pub type ValidPoint = (u64, f64, Option<f64>);
+
+/// One trial's validations, by step.
+pub fn valid_series(run_dir: &Path, metric: Metric) -> Vec<ValidPoint> {
+    let text = std::fs::read_to_string(run_dir.join("metrics.jsonl")).unwrap_or_default();
+    let mut by_step = std::collections::BTreeMap::new();
+    for r in text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|r| r["kind"] == "valid")
+    {
+        if let (Some(step), Some(v)) = (r["step"].as_u64(), r[metric.key].as_f64()) {
+            // A step validated twice (a resume) keeps its last value.
+            by_step.insert(step, (v, r["time"].as_f64()));
+        }
+    }
+    by_step.into_iter().map(|(s, (v, t))| (s, v, t)).collect()
+}
+
+/// `report-curves.png`: every trial's validation metric against steps (a stopped trial's
+/// curve ends at its rung), and the best value found so far against the sweep's wall time.
+pub fn curves_chart(dir: &SweepDir, m: &Manifest, metric: Metric, path: &Path) -> Result<()> {
+    let series: Vec<(usize, Vec<ValidPoint>)> = m
+        .trials
+        .iter()
+        .map(|t| (t.index, valid_series(&dir.trial(&t.id), metric)))
+        .filter(|(_, s)| !s.is_empty())
+        .collect();
+    let mut events: Vec<(f64, f64)> = series
+        .iter()
+        .flat_map(|(_, s)| s.iter().filter_map(|&(_, v, t)| Some((t?, v))))
+        .collect();
+    events.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let t0 = events.first().map_or(0.0, |e| e.0);
+    let mut best: Vec<(f64, f64)> = Vec::new();
+    for (t, v) in &events {
+        let b = match best.last() {
+            Some(&(_, b)) if !metric.mode.better(*v, b) => b,
+            _ => *v,
+        };
+        best.push(((t - t0) / 3600.0, b));
+    }
+    let xs = span(
+        series
+            .iter()
+            .flat_map(|(_, s)| s.iter().map(|p| p.0 as f64)),
+        1.0,
+    );
+    let ys = span(series.iter().flat_map(|(_, s)| s.iter().map(|p| p.1)), 1.0);
+    let ts = span(best.iter().map(|p| p.0), 1.0);
+    let bs = span(best.iter().map(|p| p.1), 1.0);
+    let name = metric.valid_name();
+    let size = (1200, 500);
+    render(path, size, |buf| {
+        let root = BitMapBackend::with_buffer(buf, size).into_drawing_area();
+        root.fill(&WHITE)?;
+        let (left, right) = root.split_horizontally(660);
+        let mut chart = ChartBuilder::on(&left)
+            .caption(format!("Learning curves: {name}"), ("sans-serif", 18))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(70)
+            .build_cartesian_2d(xs, ys)?;
+        chart
+            .configure_mesh()
+            .x_desc("step")
+            .y_desc(name.as_str())
+            .label_style(("sans-serif", 13))
+            .light_line_style(WHITE)
+            .draw()?;
+        for (i, (index, s)) in series.iter().enumerate() {
+            let color = Palette99::pick(i).to_rgba();
+            chart
+                .draw_series(LineSeries::new(
+                    s.iter().map(|p| (p.0 as f64, p.1)),
+                    color.stroke_width(2),
+                ))?
+                .label(format!("#{index}"))
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 14, y)], color));
+            chart.draw_series(
+                s.iter()
+                    .map(|p| Circle::new((p.0 as f64, p.1), 3, color.filled())),
+            )?;
+        }
+        draw_legend(&mut chart, 12)?;
+        let mut chart = ChartBuilder::on(&right)
+            .caption("Best so far over the sweep's wall time", ("sans-serif", 18))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(70)
+            .build_cartesian_2d(ts, bs)?;
+        chart
+            .configure_mesh()
+            .x_desc("hours since the first validation")
+            .y_desc(name.as_str())
+            .label_style(("sans-serif", 13))
+            .light_line_style(WHITE)
+            .draw()?;
+        chart.draw_series(LineSeries::new(best.iter().copied(), BLACK.stroke_width(2)))?;
+        root.present()?;
+        Ok(())
+    })?;
+    Ok(())
+}
+
+/// Worker-hours spent against what every trial trained to its end would have cost, at each
+/// trial's own measured speed (ASHA sweeps only; empty otherwise).
+pub fn budget_markdown(dir: &SweepDir, m: &Manifest, rows: &[Row]) -> String {
+    let Some(a) = &m.asha else {
+        return String::new();
+    };
+    let base = convtt_core::config::load(&dir.base(), &[] as &[&str]).ok();
+    let (units, what) = match &base {
+        Some(b) if b.launch.gpus > 0 => (b.launch.gpus as f64, "GPU"),
+        Some(b) => (b.launch.cpu_workers.max(1) as f64, "CPU-worker"),
+        None => (1.0, "worker"),
+    };
+    let (mut spent, mut full) = (0.0, 0.0);
+    for r in rows {
+        let steps = match r.state {
+            State::Stopped => r.status.stopped_at,
+            _ => r.steps.map(|s| s as u64),
+        };
+        let hours = r.status.seconds * units / 3600.0;
+        spent += hours;
+        full += match steps {
+            Some(s) if s > 0 => hours * a.max_steps as f64 / s as f64,
+            _ => hours,
+        };
+    }
+    format!(
+        "\n{what}-hours spent: {spent:.4}; every trial trained to {} steps at its own measured \
+         speed: {full:.4} ({:.0} % saved by early stopping).\n",
+        a.max_steps,
+        if full > 0.0 {
+            100.0 * (1.0 - spent / full)
+        } else {
+            0.0
+        }
+    )
 }
 
 /// `report.png`: metric against parameters, bubble area ∝ GFLOP per frame.
@@ -335,6 +520,8 @@ pub struct ReportFiles {
     pub markdown: PathBuf,
     /// `report.png`, when at least one trial finished.
     pub plot: Option<PathBuf>,
+    /// `report-curves.png`, when at least one trial validated.
+    pub curves: Option<PathBuf>,
     /// The Markdown text.
     pub text: String,
     /// Index of the best trial.
@@ -352,6 +539,9 @@ impl ReportFiles {
         match &self.plot {
             Some(p) => s += &format!(", {}", p.display()),
             None => s += " (no plot: no trial has finished)",
+        }
+        if let Some(c) = &self.curves {
+            s += &format!(", {}", c.display());
         }
         s
     }
@@ -373,7 +563,9 @@ pub fn write_report(dir: &SweepDir, m: &Manifest, metric: &str) -> Result<Report
         .map(|r| r.trial.index);
     let csv_path = dir.0.join("report.csv");
     write_atomic(&csv_path, csv(m, &rows, best).as_bytes())?;
-    let text = markdown(m, &rows, metric, mode);
+    let text = markdown(m, &rows, metric, mode)
+        + &asha_markdown(dir, m)?
+        + &budget_markdown(dir, m, &rows);
     let md_path = dir.0.join("report.md");
     write_atomic(&md_path, text.as_bytes())?;
     let plot = if best.is_some() {
@@ -383,10 +575,22 @@ pub fn write_report(dir: &SweepDir, m: &Manifest, metric: &str) -> Result<Report
     } else {
         None
     };
+    let curves = dir.0.join("report-curves.png");
+    let any_valid = m
+        .trials
+        .iter()
+        .any(|t| !valid_series(&dir.trial(&t.id), ranking).is_empty());
+    let curves = if any_valid {
+        curves_chart(dir, m, ranking, &curves)?;
+        Some(curves)
+    } else {
+        None
+    };
     Ok(ReportFiles {
         csv: csv_path,
         markdown: md_path,
         plot,
+        curves,
         text,
         best,
     })
@@ -417,6 +621,7 @@ mod tests {
             parameters: params,
             gflop_per_frame: params as f64 * 1e-6,
             gflop_per_step: 1.0,
+            worker_mib: 1.0,
         }
     }
 
@@ -435,6 +640,7 @@ mod tests {
             metric: "valid.loss".into(),
             max_retries: 0,
             array_parallel: 2,
+            asha: None,
             trials: (0..4).map(|i| entry(i, 1000 * (i as i64 + 1))).collect(),
         };
         let finish = |i: usize, loss: f64, psnr: f64| {
@@ -485,7 +691,7 @@ mod tests {
         assert!(body[1].starts_with("| 2 | 0 |"), "{md}");
         assert!(body[2].contains("**failed** (exit 3, 1 attempt)"), "{md}");
         assert!(body[3].contains("| pending |"), "{md}");
-        assert!(md.contains("2 done, 1 failed, 0 running, 0 preempted, 1 pending"));
+        assert!(md.contains("2 done, 0 stopped early, 1 failed, 0 running, 0 preempted, 1 pending"));
         let png = std::fs::read(files.plot.unwrap()).unwrap();
         assert_eq!(&png[1..4], b"PNG");
         // By PSNR (higher is better) trial 0 wins.

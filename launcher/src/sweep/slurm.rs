@@ -28,6 +28,8 @@ pub struct SubmitOptions {
     pub cpus_per_task: Option<usize>,
     /// Resubmit failed trials whose retry budget is spent (their budget is reset).
     pub retry_failed: bool,
+    /// Only the failed trials (`submit --failed`), each with a fresh retry budget.
+    pub only_failed: bool,
     /// `--worker` for the trials' launchers.
     pub worker: Option<PathBuf>,
 }
@@ -98,7 +100,7 @@ pub fn submit(dir: &SweepDir, planned: &Planned, opts: &SubmitOptions) -> Result
     let dir = SweepDir(absolute(&dir.0)?);
     write_plan(&dir, planned)?;
     let m = &planned.manifest;
-    let todo = unfinished(&dir, m, opts.retry_failed)?;
+    let todo = unfinished(&dir, m, opts)?;
     if todo.is_empty() {
         println!(
             "all {} trials of {} are finished (or failed without retries left: \
@@ -138,19 +140,34 @@ pub fn submit(dir: &SweepDir, planned: &Planned, opts: &SubmitOptions) -> Result
     Ok(())
 }
 
-/// The indices of the trials still to run (failed ones without retries left too, their
-/// attempts reset, with `retry_failed`).
-fn unfinished(dir: &SweepDir, m: &Manifest, retry_failed: bool) -> Result<Vec<usize>> {
+/// The indices of the trials still to run (failed ones without retries left too, with a fresh
+/// budget, with `retry_failed`); with `only_failed`, only the failed ones.
+fn unfinished(dir: &SweepDir, m: &Manifest, opts: &SubmitOptions) -> Result<Vec<usize>> {
     let mut todo = Vec::new();
     for t in &m.trials {
         let run_dir = dir.trial(&t.id);
         let mut st = TrialStatus::read(&run_dir);
-        match st.effective(&run_dir) {
-            State::Done => {}
+        let state = st.effective(&run_dir);
+        if opts.only_failed {
+            if state == State::Failed {
+                // A dry run changes nothing on disk.
+                if !opts.dry_run {
+                    st.grant_rerun();
+                    st.write(&run_dir)?;
+                }
+                todo.push(t.index);
+            }
+            continue;
+        }
+        let retry_failed = opts.retry_failed;
+        match state {
+            State::Done | State::Stopped => {}
             State::Failed if !st.can_retry(m.max_retries) => {
                 if retry_failed {
-                    st.attempts = 0;
-                    st.write(&run_dir)?;
+                    if !opts.dry_run {
+                        st.grant_rerun();
+                        st.write(&run_dir)?;
+                    }
                     todo.push(t.index);
                 }
             }

@@ -21,6 +21,8 @@ use nix::sys::signal::kill;
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
+use convtt_core::metric::Metric;
+
 use super::{Manifest, SweepDir, TrialEntry};
 use crate::error::{Error, Result};
 use crate::restart::{classify_exit, Exit, Verdict};
@@ -42,6 +44,8 @@ pub enum State {
     Failed,
     /// Preempted after a checkpoint; the next run resumes it.
     Preempted,
+    /// Stopped early by ASHA at a rung (checkpoint kept; `sweep resume --promote` goes on).
+    Stopped,
 }
 
 impl State {
@@ -53,6 +57,7 @@ impl State {
             State::Done => "done",
             State::Failed => "failed",
             State::Preempted => "preempted",
+            State::Stopped => "stopped",
         }
     }
 }
@@ -75,6 +80,16 @@ pub struct TrialStatus {
     pub host: String,
     /// `JOB_TASK` of the last attempt under Slurm.
     pub slurm_job: Option<String>,
+    /// ASHA: rungs passed (decided "continue").
+    pub rungs_passed: usize,
+    /// ASHA: the step it was stopped at.
+    pub stopped_at: Option<u64>,
+    /// Promoted past ASHA (`sweep resume --promote`, `sweep rerun --stopped`): trains to the
+    /// end without pausing at rungs.
+    pub promoted: bool,
+    /// Attempts made before the last `rerun`/`--retry-failed`: the retry budget counts from
+    /// there, while `attempts` keeps the total.
+    pub attempts_before_rerun: u32,
 }
 
 impl TrialStatus {
@@ -107,7 +122,17 @@ impl TrialStatus {
             Some(c) => !matches!(classify_exit(Exit::Code(c)), Verdict::Fatal { .. }),
             None => true,
         };
-        retryable && self.attempts <= max_retries
+        retryable && self.attempts.saturating_sub(self.attempts_before_rerun) <= max_retries
+    }
+
+    /// A fresh retry budget: the last failure is forgotten (so a non-retryable exit code does
+    /// not stop the rerun), the attempts so far stay counted.
+    pub fn grant_rerun(&mut self) {
+        self.attempts_before_rerun = self.attempts;
+        self.exit_code = None;
+        if self.state == State::Failed {
+            self.state = State::Pending;
+        }
     }
 }
 
@@ -266,6 +291,7 @@ fn launcher_child(
     t: &TrialEntry,
     run_dir: &Path,
     worker: Option<&Path>,
+    extra: &[String],
 ) -> Result<ChildCmd> {
     let program = std::env::current_exe().map_err(|e| Error::io("/proc/self/exe", e))?;
     let mut args = vec![
@@ -277,7 +303,7 @@ fn launcher_child(
         "--resume".into(),
         "auto".into(),
     ];
-    for o in &t.overrides {
+    for o in t.overrides.iter().chain(extra) {
         args.push("--set".into());
         args.push(o.clone());
     }
@@ -312,9 +338,22 @@ pub async fn run_trial(
     let run_dir = dir.trial(&t.id);
     std::fs::create_dir_all(&run_dir).map_err(|e| Error::io(&run_dir, e))?;
     let mut st = TrialStatus::read(&run_dir);
-    if st.effective(&run_dir) == State::Done {
-        tracing::info!("trial {index} ({}) is finished already", t.id);
-        return Ok(exit::OK);
+    match st.effective(&run_dir) {
+        State::Done => {
+            tracing::info!("trial {index} ({}) is finished already", t.id);
+            return Ok(exit::OK);
+        }
+        State::Stopped => {
+            tracing::info!(
+                "trial {index} ({}) was stopped by ASHA at step {}; `convtt-launch sweep resume \
+                 --promote {}` trains it on",
+                t.id,
+                st.stopped_at.unwrap_or(0),
+                t.id
+            );
+            return Ok(exit::OK);
+        }
+        _ => {}
     }
     if st.state == State::Failed && !st.can_retry(m.max_retries) {
         let code = st.exit_code.unwrap_or(1);
@@ -328,7 +367,6 @@ pub async fn run_trial(
         );
         return Ok(if code == exit::OK { 1 } else { code });
     }
-    let child = launcher_child(dir, t, &run_dir, worker)?;
     let slurm_job = match (
         std::env::var("SLURM_ARRAY_JOB_ID"),
         std::env::var("SLURM_ARRAY_TASK_ID"),
@@ -336,7 +374,23 @@ pub async fn run_trial(
         (Ok(j), Ok(k)) => Some(format!("{j}_{k}")),
         _ => std::env::var("SLURM_JOB_ID").ok(),
     };
+    let metric = Metric::ranking(&m.metric).ok_or_else(|| {
+        Error::Usage(format!(
+            "{}: unknown sweep metric {:?}",
+            dir.manifest().display(),
+            m.metric
+        ))
+    })?;
     loop {
+        // ASHA: train to the next rung (pausing there) unless promoted or past the last.
+        let asha = m.asha.as_ref().filter(|_| !st.promoted);
+        let pause = asha.and_then(|a| a.rungs.get(st.rungs_passed).copied());
+        let mut extra = Vec::new();
+        if let Some(a) = asha.or(m.asha.as_ref()) {
+            extra.push(format!("train.max_steps={}", a.max_steps));
+        }
+        extra.push(format!("train.pause_at_step={}", pause.unwrap_or(0)));
+        let child = launcher_child(dir, t, &run_dir, worker, &extra)?;
         st.attempts += 1;
         st.state = State::Running;
         st.host = convtt_core::env::hostname();
@@ -353,6 +407,50 @@ pub async fn run_trial(
         st.seconds += start.elapsed().as_secs_f64();
         st.exit_code = Some(code);
         let verdict = classify_exit(Exit::Code(code));
+        if let (Verdict::Preempted, Some(step), Some(a)) = (&verdict, pause, asha) {
+            if !fwd.signalled() {
+                // Paused at rung `rungs_passed`: decide from the rung's records.
+                st.attempts -= 1;
+                let rung = st.rungs_passed;
+                let Some(value) = super::asha::metric_at(&run_dir, metric, step)? else {
+                    st.state = State::Failed;
+                    st.write(&run_dir)?;
+                    tracing::error!(
+                        "trial {index} ({}) paused at step {step} without a validation there \
+                         ({} in its metrics.jsonl); train.valid_every must divide every rung",
+                        t.id,
+                        m.metric
+                    );
+                    return Ok(1);
+                };
+                let rec = super::asha::decide(
+                    dir,
+                    rung,
+                    (index, &t.id),
+                    step,
+                    value,
+                    (a.reduction_factor, metric.mode),
+                )?;
+                tracing::info!(
+                    "trial {index} ({}) at rung {rung} (step {step}): {} = {value:.6}, rank {} \
+                     of {} → {:?}",
+                    t.id,
+                    m.metric,
+                    rec.rank,
+                    rec.seen,
+                    rec.decision
+                );
+                if rec.decision == super::asha::Decision::Stop {
+                    st.state = State::Stopped;
+                    st.stopped_at = Some(step);
+                    st.write(&run_dir)?;
+                    return Ok(exit::OK);
+                }
+                st.rungs_passed = rung + 1;
+                st.write(&run_dir)?;
+                continue;
+            }
+        }
         st.state = match verdict {
             Verdict::Finished if convtt_core::RunDir::new(&run_dir).finished() => State::Done,
             Verdict::Finished => State::Failed,

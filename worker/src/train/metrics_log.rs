@@ -80,7 +80,16 @@ impl MetricsLog {
         }
     }
 
-    pub(crate) fn write(&mut self, v: serde_json::Value) {
+    /// Appends record `v`, stamped with `"time"` (Unix seconds) unless it has one.
+    pub(crate) fn write(&mut self, mut v: serde_json::Value) {
+        if let Some(o) = v.as_object_mut() {
+            o.entry("time").or_insert_with(|| {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0.0, |d| d.as_secs_f64());
+                serde_json::json!((now * 1e3).round() / 1e3)
+            });
+        }
         if let Some(tb) = &mut self.tb {
             let r = tb.record(&v);
             self.keep(r);

@@ -389,7 +389,10 @@ impl<'c> Trainer<'c> {
             cfg.data.future_frames,
             ss_ratio,
         );
-        let stop = rt.preempt_requested();
+        // A pause (the sweep's early stopping) ends the run like a preemption, after this
+        // step's validation and checkpoint.
+        let pause = cfg.train.pause_at_step;
+        let stop = rt.preempt_requested() || (pause > 0 && self.cur.step + 1 == pause);
         let flat = &mut self.flat;
         let outcome = match &self.task {
             Task::Predict(net) => train_step(net, flat, cfg, rt, &clips, mask, lr, stop, None)?,

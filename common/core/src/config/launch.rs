@@ -16,6 +16,9 @@ pub struct LaunchConfig {
     pub gpus: usize,
     /// CPU workers per node when `gpus` is 0.
     pub cpu_workers: usize,
+    /// `sweep run --local`: trials sharing each GPU group (separate processes, so separate
+    /// CUDA caching allocators), refused when their estimated memory does not fit.
+    pub trials_per_gpu: usize,
     /// Restarts of the worker group after retryable failures before giving up.
     pub max_restarts: u32,
     /// Seconds between worker heartbeats.
@@ -63,6 +66,7 @@ impl Default for LaunchConfig {
             run_dir: "runs/{name}".into(),
             gpus: 0,
             cpu_workers: 1,
+            trials_per_gpu: 1,
             max_restarts: 3,
             heartbeat_secs: 5.0,
             heartbeat_timeout_secs: 300.0,
@@ -84,6 +88,12 @@ impl LaunchConfig {
     }
 
     pub(crate) fn validate(&self, errs: &mut ConfigErrors) {
+        check(
+            errs,
+            self.trials_per_gpu >= 1,
+            "launch.trials_per_gpu",
+            || "must be at least 1 (got 0)".into(),
+        );
         let name_ok = !self.name.is_empty()
             && self
                 .name

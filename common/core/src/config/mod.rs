@@ -35,7 +35,7 @@ pub use issues::{ConfigErrors, ConfigIssue};
 pub use launch::{LaunchConfig, Recovery};
 pub use model::{prime_factors, tt_factors, CellKind, InitScheme, ModelConfig};
 pub use optim::{OptimConfig, Schedule};
-pub use sweep::{CmpOp, Constraint, Operand, SweepConfig};
+pub use sweep::{CmpOp, Constraint, Operand, Scheduler, SweepConfig};
 pub use train::{ChannelsLast, DeviceKind, LpipsPreset, Precision, TrainConfig};
 
 use crate::error::{Error, Result};
@@ -139,6 +139,32 @@ impl RunConfig {
                 "\"convlstm_ttd\" is a video-prediction baseline; the activity network (activity.enabled) \
                  takes \"convttlstm\" or \"convlstm\"",
             );
+        }
+        if self.sweep.scheduler == Scheduler::Asha && self.sweep.grace_steps >= 1 {
+            let every = self.train.valid_every;
+            if every == 0 || !self.sweep.grace_steps.is_multiple_of(every) {
+                errs.push(
+                    "train.valid_every",
+                    format!(
+                        "must divide sweep.grace_steps ({}) for ASHA, so every rung has a \
+                         validation to decide on (got {every})",
+                        self.sweep.grace_steps
+                    ),
+                );
+            }
+            let max = match self.sweep.max_steps {
+                0 => self.train.max_steps,
+                m => m,
+            };
+            if max <= self.sweep.grace_steps {
+                errs.push(
+                    "sweep.max_steps",
+                    format!(
+                        "must exceed sweep.grace_steps ({}) (got {max}; 0 takes train.max_steps)",
+                        self.sweep.grace_steps
+                    ),
+                );
+            }
         }
         let (workers, what) = if self.launch.gpus > 0 {
             (self.launch.gpus, "launch.gpus")

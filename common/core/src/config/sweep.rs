@@ -123,6 +123,19 @@ impl Constraint {
     }
 }
 
+/// How a sweep spends its budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Scheduler {
+    /// Every trial trains to its end.
+    #[default]
+    None,
+    /// Asynchronous successive halving (ASHA, Li et al. 2020): trials pause at rungs
+    /// `grace_steps · reduction_factor^k`; one whose metric there is not in the best
+    /// 1/`reduction_factor` of the values recorded at that rung so far stops.
+    Asha,
+}
+
 /// `[sweep]` section. Only `convtt-launch sweep …` reads it; a training run ignores it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -145,6 +158,15 @@ pub struct SweepConfig {
     pub max_retries: u32,
     /// Slurm array concurrency limit (`--array=0-N%K`).
     pub array_parallel: usize,
+    /// `none` or `asha` (early stopping across trials).
+    pub scheduler: Scheduler,
+    /// ASHA: the first rung (steps); `train.valid_every` must divide it.
+    pub grace_steps: u64,
+    /// ASHA: rungs grow by this factor, and 1/this of the trials at a rung go on (≥ 2).
+    pub reduction_factor: u64,
+    /// ASHA: the steps a trial that is never stopped trains (its `train.max_steps`; 0: the
+    /// base config's `train.max_steps`).
+    pub max_steps: u64,
 }
 
 impl Default for SweepConfig {
@@ -158,6 +180,10 @@ impl Default for SweepConfig {
             metric: "valid.loss".into(),
             max_retries: 1,
             array_parallel: 4,
+            scheduler: Scheduler::None,
+            grace_steps: 0,
+            reduction_factor: 3,
+            max_steps: 0,
         }
     }
 }
@@ -169,7 +195,29 @@ impl SweepConfig {
         Metric::ranking(&self.metric).map_or(MetricMode::Min, |m| m.mode)
     }
 
+    /// ASHA's rungs for trials of `max_steps` steps: `grace · η^k` below `max_steps`.
+    pub fn rungs(&self, max_steps: u64) -> Vec<u64> {
+        let mut out = Vec::new();
+        let mut r = self.grace_steps;
+        while self.scheduler == Scheduler::Asha && r >= 1 && r < max_steps {
+            out.push(r);
+            r = r.saturating_mul(self.reduction_factor.max(2));
+        }
+        out
+    }
+
     pub(crate) fn validate(&self, errs: &mut ConfigErrors, known_keys: &[String]) {
+        if self.scheduler == Scheduler::Asha {
+            check(errs, self.grace_steps >= 1, "sweep.grace_steps", || {
+                "must be at least 1 with scheduler = \"asha\" (the first rung, in steps)".into()
+            });
+            check(
+                errs,
+                self.reduction_factor >= 2,
+                "sweep.reduction_factor",
+                || format!("must be at least 2 (got {})", self.reduction_factor),
+            );
+        }
         for (key, values) in &self.grid {
             let path = format!("sweep.grid.\"{key}\"");
             if key.starts_with("sweep.") || !known_keys.iter().any(|k| k == key) {

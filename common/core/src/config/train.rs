@@ -117,6 +117,10 @@ pub struct TrainConfig {
     /// Channels-last (NHWC) tensors throughout the rollout (same values up to rounding):
     /// `auto`, `on`, `off`.
     pub channels_last: ChannelsLast,
+    /// After this step (its validation and a checkpoint) the run ends as if preempted (exit
+    /// 4) and resumes from there later; 0: never. The sweep's ASHA pauses trials at its rungs
+    /// with it.
+    pub pause_at_step: u64,
     /// Activation checkpointing (the reference's `--use-checkpointing`): keep only the states
     /// between time steps in the forward pass and recompute each step in backward.
     pub activation_checkpointing: bool,
@@ -150,6 +154,7 @@ impl Default for TrainConfig {
             wavefront: true,
             fused_tt: true,
             channels_last: ChannelsLast::Auto,
+            pause_at_step: 0,
             activation_checkpointing: false,
             lpips_weights: String::new(),
             lpips_preset: LpipsPreset::Reference,

@@ -303,11 +303,19 @@ pub fn curves_chart(dir: &SweepDir, m: &Manifest, metric: Metric, path: &Path) -
     events.sort_by(|a, b| a.0.total_cmp(&b.0));
     let t0 = events.first().map_or(0.0, |e| e.0);
     let mut best: Vec<(f64, f64)> = Vec::new();
+    // A step function: the best value holds until a better one is recorded.
     for (t, v) in &events {
-        let b = match best.last() {
-            Some(&(_, b)) if !metric.mode.better(*v, b) => b,
-            _ => *v,
-        };
+        let h = (t - t0) / 3600.0;
+        match best.last().copied() {
+            Some((_, b)) if !metric.mode.better(*v, b) => {}
+            Some((_, b)) => {
+                best.push((h, b));
+                best.push((h, *v));
+            }
+            None => best.push((h, *v)),
+        }
+    }
+    if let (Some(&(_, b)), Some(&(t, _))) = (best.last(), events.last()) {
         best.push(((t - t0) / 3600.0, b));
     }
     let xs = span(

@@ -113,6 +113,15 @@ for f in "$stage"/bin/* "$stage"/tests/*; do
     fi
   done < <(ldd "$f")
 done
+# The CUDA-graph shim (train.cuda_graphs), built by worker/build.rs where the CUDA headers are;
+# dlopened by the worker, it finds libtorch through convtt-env's library path.
+shim="$(ls -t target/"$target_sub"/build/convtt-worker-*/out/libconvtt_cuda_graph.so 2>/dev/null | head -1)"
+if [[ -n $shim ]]; then
+  cp "$shim" "$stage/lib/libconvtt_cuda_graph.so"
+  patchelf --set-rpath '$ORIGIN' "$stage/lib/libconvtt_cuda_graph.so"
+else
+  say "no CUDA-graph shim was built (no CUDA headers?): train.cuda_graphs is unavailable in the kit"
+fi
 chmod 644 "$stage"/lib/*
 for f in "$stage"/bin/* "$stage"/tests/*; do
   patchelf --set-rpath '$ORIGIN/../lib' "$f"

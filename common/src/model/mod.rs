@@ -73,7 +73,8 @@ pub use conv_tt_lstm_cell::{ConvTtLstmCell, ConvTtLstmCellConfig};
 pub use cttd::Cttd;
 pub use io::{export_safetensors, import_safetensors};
 pub use network::{
-    layer_plan, scheduled_sampling_mask, Feedback, LayerSpec, MaskRng, Network, Rollout,
+    layer_plan, scheduled_sampling_mask, teacher_forced_prefix, Feedback, LayerSpec, MaskRng,
+    Network, Rollout,
 };
 pub use recompute::backward_recomputed;
 pub use state::{CellState, NetState};

@@ -142,6 +142,11 @@ pub struct Rollout {
     pub output_frames: usize,
     /// Input choice after the conditioning frames.
     pub feedback: Feedback,
+    /// With a scheduled-sampling mask: how many of its leading columns are 1 for every sample,
+    /// when the caller knows (`None`: read from the mask, which copies a device mask to the
+    /// host — not allowed while a CUDA graph is being captured). See
+    /// [`teacher_forced_prefix`].
+    pub teacher_forced: Option<usize>,
 }
 
 impl Rollout {
@@ -152,6 +157,7 @@ impl Rollout {
             future_frames,
             output_frames: future_frames,
             feedback: Feedback::Autoregressive,
+            teacher_forced: None,
         }
     }
 
@@ -163,6 +169,16 @@ impl Rollout {
             future_frames,
             output_frames: (input_frames + future_frames).saturating_sub(1),
             feedback: mask.map_or(Feedback::Autoregressive, Feedback::Mixed),
+            teacher_forced: None,
+        }
+    }
+
+    /// The same rollout, told how many leading mask columns are all ones (see
+    /// [`Rollout::teacher_forced`]).
+    pub fn with_teacher_forced(self, columns: usize) -> Self {
+        Self {
+            teacher_forced: Some(columns),
+            ..self
         }
     }
 
@@ -467,7 +483,10 @@ impl RolloutInputs {
         let (mask, known) = match &rollout.feedback {
             Feedback::Mixed(m) => (
                 Some(m.to_device(device).to_kind(kind)),
-                rollout.input_frames + teacher_forced_prefix(m),
+                rollout.input_frames
+                    + rollout
+                        .teacher_forced
+                        .unwrap_or_else(|| teacher_forced_prefix(m)),
             ),
             Feedback::Autoregressive => (None, rollout.input_frames),
         };
@@ -518,7 +537,7 @@ impl RolloutInputs {
 
 /// The number of leading columns of a scheduled-sampling mask `[B, F − 1]` that are 1 for
 /// every sample (those steps read the ground-truth frame: `GT·1 + prediction·0`).
-fn teacher_forced_prefix(mask: &Tensor) -> usize {
+pub fn teacher_forced_prefix(mask: &Tensor) -> usize {
     let all_ones = mask.eq(1.0).all_dim(0, false).to_device(Device::Cpu);
     let cols = Vec::<bool>::try_from(&all_ones).unwrap_or_default();
     cols.iter().take_while(|&&one| one).count()

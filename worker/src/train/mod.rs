@@ -22,6 +22,7 @@
 //! element, no extra collective. A second SIGINT exits at once.
 
 pub mod activity;
+pub mod cuda_graph;
 pub(crate) mod faults;
 mod metrics_log;
 pub mod optim;

@@ -8,7 +8,7 @@ use std::time::Instant;
 use convtt_core::protocol::Phase;
 
 use convtt_common::config::ValidConfig;
-use convtt_common::model::{backward_recomputed, MaskRng, Network, Rollout};
+use convtt_common::model::{backward_recomputed, teacher_forced_prefix, MaskRng, Network, Rollout};
 use tch::{Device, Kind, Tensor};
 
 use super::optim::FlatParams;
@@ -93,12 +93,65 @@ pub fn train_step(
         };
         return step_general(flat, cfg, rt, run, lr, stop, times);
     }
+    if let (true, Device::Cuda(k)) = (cfg.train.cuda_graphs, rt.device) {
+        let run = |flat: &mut FlatParams, scale: f64| -> Result<LossPhase> {
+            graphed_loss(net, flat, (input, future), clips, mask, scale, k)
+        };
+        return step_general(flat, cfg, rt, run, lr, stop, times);
+    }
     let forward_loss = || -> Result<Tensor> {
         let rollout = Rollout::training(input, future, mask);
         let out = net.forward(&clips.narrow(1, 0, steps_in), &rollout)?;
         Ok(loss(&out, &clips.narrow(1, 1, steps_in)))
     };
     step_with_loss(flat, cfg, rt, forward_loss, lr, stop, times)
+}
+
+/// The loss phase of a step through a CUDA graph ([`super::cuda_graph`]): eager warm-up steps
+/// on a side stream for a new key, then one capture of zero-grad + forward + loss + backward,
+/// then replays with this step's batch and mask copied into the static inputs. The gradients
+/// end in the parameters' `.grad`, as with activation checkpointing.
+fn graphed_loss(
+    net: &Network,
+    flat: &mut FlatParams,
+    (input, future): (usize, usize),
+    clips: &Tensor,
+    mask: Option<Tensor>,
+    scale: f64,
+    k: usize,
+) -> Result<LossPhase> {
+    use super::cuda_graph::{on_side_stream, static_copy, GraphKey, STEP_GRAPHS};
+    let steps_in = (input + future - 1) as i64;
+    // Decided on the host from the CPU mask, so nothing inside the capture reads the device.
+    let forced = mask.as_ref().map_or(0, teacher_forced_prefix);
+    let key = GraphKey {
+        known: input + forced,
+        scale_bits: scale.to_bits(),
+    };
+    let device = Device::Cuda(k);
+    let mask = mask.map(|m| static_copy(&m, device));
+    let body = |flat: &mut FlatParams, clips: &Tensor, mask: Option<&Tensor>| -> Result<Tensor> {
+        flat.zero_grad();
+        let rollout = Rollout::training(input, future, mask.map(Tensor::shallow_clone))
+            .with_teacher_forced(forced);
+        let out = net.forward(&clips.narrow(1, 0, steps_in), &rollout)?;
+        let l = loss(&out, &clips.narrow(1, 1, steps_in)) * scale;
+        l.backward();
+        Ok(l)
+    };
+    STEP_GRAPHS.with(|graphs| {
+        let mut graphs = graphs.borrow_mut();
+        let scaled = if graphs.get(&key).is_some() {
+            graphs.replay(k, &key, clips, mask.as_ref())?
+        } else if !graphs.warmed(key) {
+            on_side_stream(k, || body(flat, clips, mask.as_ref()))?.detach()
+        } else {
+            let static_clips = clips.copy();
+            let captured = graphs.capture(k, key, static_clips, mask, |c, m| body(flat, c, m))?;
+            captured.loss.shallow_clone()
+        };
+        Ok(LossPhase::BackPropagated(scaled / scale))
+    })
 }
 
 /// What the loss phase of a step hands over.

@@ -117,6 +117,10 @@ pub struct TrainConfig {
     /// Channels-last (NHWC) tensors throughout the rollout (same values up to rounding):
     /// `auto`, `on`, `off`.
     pub channels_last: ChannelsLast,
+    /// CUDA graphs: capture the forward and backward pass of the fixed-shape step once and
+    /// replay it (CUDA only; needs `libconvtt_cuda_graph.so`, built with the worker where the
+    /// CUDA headers are). Ignored on CPU.
+    pub cuda_graphs: bool,
     /// After this step (its validation and a checkpoint) the run ends as if preempted (exit
     /// 4) and resumes from there later; 0: never. The sweep's ASHA pauses trials at its rungs
     /// with it.
@@ -154,6 +158,7 @@ impl Default for TrainConfig {
             wavefront: true,
             fused_tt: true,
             channels_last: ChannelsLast::Auto,
+            cuda_graphs: false,
             pause_at_step: 0,
             activation_checkpointing: false,
             lpips_weights: String::new(),
@@ -165,6 +170,16 @@ impl Default for TrainConfig {
 
 impl TrainConfig {
     pub(crate) fn validate(&self, errs: &mut ConfigErrors) {
+        check(
+            errs,
+            !(self.cuda_graphs && self.activation_checkpointing),
+            "train.cuda_graphs",
+            || {
+                "cannot be combined with train.activation_checkpointing (its backward \
+                 interleaves host decisions with the recomputation); turn one off"
+                    .into()
+            },
+        );
         check(errs, self.epochs >= 1, "train.epochs", || {
             "must be at least 1 (got 0)".into()
         });

@@ -248,14 +248,15 @@ pub enum SweepCommand {
         #[arg(long, value_name = "PATH")]
         worker: Option<PathBuf>,
     },
-    /// Run one trial (what each array task and each local slot runs).
+    /// Run one trial (what each array task and each local slot runs), or several at once
+    /// (`--index 4,5`: an array task packing `launch.trials_per_gpu` trials).
     Task {
         /// The sweep directory (holding `manifest.toml`).
         #[arg(long, value_name = "DIR")]
         sweep_dir: PathBuf,
-        /// The trial's index (`$SLURM_ARRAY_TASK_ID`).
-        #[arg(long, value_name = "I")]
-        index: usize,
+        /// The trial's index (`$SLURM_ARRAY_TASK_ID`), or a comma-separated pack of them.
+        #[arg(long, value_name = "I[,J…]", value_delimiter = ',', required = true)]
+        index: Vec<usize>,
         /// The worker binary for the trial's launcher.
         #[arg(long, value_name = "PATH")]
         worker: Option<PathBuf>,

@@ -149,7 +149,13 @@ fn sweep_command(c: cli::SweepCommand) -> Result<()> {
             sweep_dir,
             index,
             worker,
-        } => sweep::task::cmd_task(&sweep::SweepDir(sweep_dir), index, worker.as_deref()),
+        } => {
+            let dir = sweep::SweepDir(sweep_dir);
+            match index[..] {
+                [one] => sweep::task::cmd_task(&dir, one, worker.as_deref()),
+                _ => sweep::local::run_pack(&dir, &index, worker),
+            }
+        }
         S::Report { sweep_dir, metric } => {
             sweep::report::cmd_report(&sweep::SweepDir(sweep_dir), metric.as_deref())
         }

@@ -301,9 +301,9 @@ fn cluster_or_skip(test: &str, dir: &Path) -> Option<SlurmCluster> {
     }
 }
 
-/// The real thing: a 4-trial sweep as a job array (`sweep submit` → `slurm/sweep.sbatch` →
-/// `srun convtt-launch sweep task`) and a one-run training job (`slurm/train.sbatch`) on a
-/// single-node Slurm cluster; then the report.
+/// The real thing: a 4-trial sweep as a job array of two tasks packing two trials each
+/// (`sweep submit` → `slurm/sweep.sbatch` → `srun convtt-launch sweep task --index 0,1`) and a
+/// one-run training job (`slurm/train.sbatch`) on a single-node Slurm cluster; then the report.
 #[test]
 fn slurm_runs_a_sweep_job_array_and_a_training_job_through_the_templates() {
     let dir = TempDir::new("slurm");
@@ -317,6 +317,8 @@ fn slurm_runs_a_sweep_job_array_and_a_training_job_through_the_templates() {
     let mut ov = trial_overrides(2);
     ov.push("sweep.grid.\"model.rank\"=[2, 4]".into());
     ov.push("sweep.grid.\"model.order\"=[1, 2]".into());
+    // Two trials packed into each array task, splitting its two CPUs.
+    ov.push("launch.trials_per_gpu=2".into());
     let out = run(sweep_cmd("submit", &sweep, &ov)
         .env("SLURM_CONF", &cluster.conf)
         .arg("--sbatch-arg=--time=10"));
@@ -325,7 +327,12 @@ fn slurm_runs_a_sweep_job_array_and_a_training_job_through_the_templates() {
     let array_job = stdout.trim().to_owned();
     assert!(array_job.parse::<u64>().is_ok(), "a job id: {stdout:?}");
     let script = std::fs::read_to_string(sweep.join("sweep.sbatch")).unwrap();
-    assert!(script.contains("#SBATCH --array=0-3%4"), "{script}");
+    assert!(
+        script.contains("#SBATCH --array=0-1%4")
+            && script.contains("PACKS=(\"0,1\" \"2,3\")")
+            && script.contains("#SBATCH --cpus-per-task=2"),
+        "{script}"
+    );
 
     // One training run through slurm/train.sbatch, on the same cluster.
     let run_dir = dir.path().join("train-run");
@@ -395,12 +402,13 @@ fn slurm_runs_a_sweep_job_array_and_a_training_job_through_the_templates() {
     let job = col(&head, "state");
     assert!(rows.iter().all(|r| r[job] == "done"));
     assert!(is_png(&sweep.join("report.png")));
-    // Every task ran under its own array task id.
+    // Trials 0, 1 ran in array task 0, trials 2, 3 in task 1.
     for r in &rows {
         let status =
             std::fs::read_to_string(sweep.join("trials").join(&r[1]).join("status.toml")).unwrap();
+        let pack = r[0].parse::<usize>().unwrap() / 2;
         assert!(
-            status.contains(&format!("slurm_job = \"{array_job}_")),
+            status.contains(&format!("slurm_job = \"{array_job}_{pack}\"")),
             "{status}"
         );
     }
@@ -517,18 +525,31 @@ fn check_asha(sweep: &Path) -> Vec<usize> {
     stopped
 }
 
+/// The local ASHA sweep of [`asha_overrides`], run once for the tests that need it (it takes a
+/// minute or two): its directory and the stopped trials as [`check_asha`] verified them.
+fn local_asha_sweep() -> &'static (PathBuf, Vec<usize>) {
+    static SWEEP: std::sync::OnceLock<(PathBuf, Vec<usize>)> = std::sync::OnceLock::new();
+    SWEEP.get_or_init(|| {
+        // Kept for the whole test process (tiny_dataset's directory lives as long).
+        let dir = TempDir::new("sweep-asha");
+        let sweep = dir.path().join("sweep");
+        std::mem::forget(dir);
+        let out = run(sweep_cmd("run", &sweep, &asha_overrides()).args(["--local"]));
+        let (_, stderr) = texts(&out);
+        assert_eq!(out.status.code(), Some(0), "{stderr}");
+        let stopped = check_asha(&sweep);
+        (sweep, stopped)
+    })
+}
+
 /// ASHA on this machine, trials one at a time: the stopped set is what the rule gives for the
 /// trials' own validation losses; the report shows the rungs; a stopped trial promoted later
 /// trains on from its checkpoint to the end.
 #[test]
 fn a_local_asha_sweep_stops_the_trials_the_rule_names_and_a_promoted_one_trains_on() {
-    let dir = TempDir::new("sweep-asha");
-    let sweep = dir.path().join("sweep");
+    let (sweep, stopped) = local_asha_sweep();
+    let (sweep, stopped) = (sweep.clone(), stopped.clone());
     let ov = asha_overrides();
-    let out = run(sweep_cmd("run", &sweep, &ov).args(["--local"]));
-    let (_, stderr) = texts(&out);
-    assert_eq!(out.status.code(), Some(0), "{stderr}");
-    let stopped = check_asha(&sweep);
     let md = std::fs::read_to_string(sweep.join("report.md")).unwrap();
     assert!(md.contains("Early stopping (ASHA"), "{md}");
     assert!(
@@ -632,10 +653,7 @@ fn a_slurm_asha_sweep_stops_the_same_trials_as_the_local_one() {
         return;
     };
     let ov = asha_overrides();
-    let local = dir.path().join("local");
-    let out = run(sweep_cmd("run", &local, &ov).args(["--local"]));
-    assert_eq!(out.status.code(), Some(0), "{}", texts(&out).1);
-    let want = check_asha(&local);
+    let want = local_asha_sweep().1.clone();
 
     let sweep = dir.path().join("sweep");
     let out = run(sweep_cmd("submit", &sweep, &ov)

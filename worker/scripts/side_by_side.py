@@ -53,8 +53,8 @@ class Failure(Exception):
     """A command failed: the message quotes it and its output's tail."""
 
 
-def run_json(cmd, env, timeout):
-    """Runs `cmd`, returns the JSON object on its stdout's last line."""
+def run_checked(cmd, env, timeout):
+    """Runs `cmd`; a timeout or a non-zero exit is a Failure quoting its output's tail."""
     try:
         p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -62,7 +62,12 @@ def run_json(cmd, env, timeout):
     if p.returncode != 0:
         tail = (p.stderr or p.stdout).strip().splitlines()[-8:]
         raise Failure(f"{' '.join(map(str, cmd))}: exit {p.returncode}\n  " + "\n  ".join(tail))
-    return parse_json(p.stdout, cmd)
+    return p
+
+
+def run_json(cmd, env, timeout):
+    """Runs `cmd`, returns the JSON object on its stdout's last line."""
+    return parse_json(run_checked(cmd, env, timeout).stdout, cmd)
 
 
 def parse_json(stdout, cmd):
@@ -109,13 +114,7 @@ def convtt_launch(bin_dir, config, sets, workers, steps, batch, env, timeout, ru
                            "train.valid_every=0", "train.tensorboard=false",
                            "checkpoint.every_steps=0", "train.epochs=1000000"]:
         cmd += ["--set", s]
-    try:
-        p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        raise Failure(f"{' '.join(cmd)}: did not finish within {timeout:.0f} s")
-    if p.returncode != 0:
-        tail = (p.stderr or p.stdout).strip().splitlines()[-8:]
-        raise Failure(f"{' '.join(cmd)}: exit {p.returncode}\n  " + "\n  ".join(tail))
+    run_checked(cmd, env, timeout)
     records = [json.loads(line) for line in
                (pathlib.Path(run_dir) / "metrics.jsonl").read_text().splitlines() if line]
     train = [r for r in records if r.get("kind") == "train" and r["step"] == 2 * steps]

@@ -176,6 +176,48 @@ pub fn gpu_slots(visible: &[usize], k: usize, per_trial: usize, share: usize) ->
         .collect())
 }
 
+/// `sweep task --index I,J,…` (an array task packing `launch.trials_per_gpu` trials): runs
+/// those trials at once on this task's CPUs or GPUs, as `sweep run --local` does; exits like a
+/// task (0 when all finished or stopped, 4 when one was preempted: requeue).
+pub fn run_pack(
+    dir: &SweepDir,
+    indices: &[usize],
+    worker: Option<std::path::PathBuf>,
+) -> Result<()> {
+    let m = dir.read_manifest()?;
+    if let Some(bad) = indices.iter().find(|&&i| i >= m.trials.len()) {
+        return Err(Error::Usage(format!(
+            "trial index {bad} is out of range: {} has {} trials",
+            dir.manifest().display(),
+            m.trials.len()
+        )));
+    }
+    let base = convtt_core::config::load(&dir.base(), &[] as &[&str])?;
+    let planned = Planned { base, manifest: m };
+    let slots = slots(&planned, indices.len())?;
+    let opts = LocalOptions {
+        parallel: indices.len(),
+        retry_failed: false,
+        worker,
+        only: Some(indices.to_vec()),
+    };
+    let (queue, _, _) = queue_trials(dir, &planned.manifest, &opts)?;
+    tracing::info!(
+        "packed task: trials {queue:?} on {}",
+        slots
+            .iter()
+            .map(Slot::to_string)
+            .collect::<Vec<_>>()
+            .join("; ")
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Internal(format!("cannot start the tokio runtime: {e}")))?;
+    let ran = rt.block_on(run_queue(dir, &planned.manifest, &slots, queue, &opts))?;
+    verdict(dir, &planned.manifest, ran, opts.only.as_deref())
+}
+
 fn slots(planned: &Planned, parallel: usize) -> Result<Vec<Slot>> {
     let launch = &planned.base.launch;
     if launch.gpus > 0 {

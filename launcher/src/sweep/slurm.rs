@@ -186,10 +186,13 @@ fn script(
     todo: &[usize],
 ) -> Result<String> {
     let (m, launch) = (&planned.manifest, &planned.base.launch);
+    // Packs of K trials per array task (launch.trials_per_gpu): CPU trials split the task's
+    // CPUs, GPU trials share its GPUs.
+    let k = launch.trials_per_gpu.max(1);
     let cpus = opts.cpus_per_task.unwrap_or(if launch.gpus > 0 {
         8 * launch.gpus
     } else {
-        launch.cpu_workers.max(1)
+        launch.cpu_workers.max(1) * k
     });
     let (template, source) = match &opts.template {
         Some(p) => (
@@ -212,12 +215,32 @@ fn script(
     } else {
         "# (CPU trials: no GPUs requested)".into()
     };
+    // With packs the array runs over pack numbers and the script maps each to its trials.
+    let (array, packs, task_index) = if k > 1 {
+        let packs: Vec<String> = todo
+            .chunks(k)
+            .map(|c| {
+                let ids: Vec<String> = c.iter().map(usize::to_string).collect();
+                format!("\"{}\"", ids.join(","))
+            })
+            .collect();
+        (
+            format!("0-{}%{}", packs.len() - 1, m.array_parallel),
+            format!("PACKS=({})  # trials of each array task", packs.join(" ")),
+            "\"${PACKS[$SLURM_ARRAY_TASK_ID]}\"".to_owned(),
+        )
+    } else {
+        (
+            format!("{}%{}", array_ranges(todo), m.array_parallel),
+            "# (one trial per array task)".to_owned(),
+            "\"$SLURM_ARRAY_TASK_ID\"".to_owned(),
+        )
+    };
     let vars = [
         ("job_name", format!("sweep-{}", launch.name)),
-        (
-            "array",
-            format!("{}%{}", array_ranges(todo), m.array_parallel),
-        ),
+        ("array", array),
+        ("packs", packs),
+        ("task_index", task_index),
         ("cpus_per_task", cpus.to_string()),
         ("gpus_directive", gpus_directive),
         ("workdir", sh_quote(&cwd.display().to_string())),

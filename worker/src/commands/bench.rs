@@ -13,7 +13,7 @@ use convtt_common::model::{
     scheduled_sampling_mask, summarize, ComputeMode, MaskRng, Network, Rollout,
 };
 use serde::Serialize;
-use tch::{nn::VarStore, Device};
+use tch::{nn::VarStore, Device, Tensor};
 
 use crate::cli::BenchArgs;
 use crate::data::Loader;
@@ -192,19 +192,13 @@ pub fn measure(
     })
 }
 
-/// Runs `warmup` untimed then `steps` timed training steps over as many epochs as it takes,
-/// calling `after_step` after each; returns the timed phases and the timed data wait (s).
-fn run_steps(
-    cfg: &ValidConfig,
-    rt: &mut Runtime,
-    net: &Network,
-    flat: &mut FlatParams,
+/// Feeds `warmup` untimed then `steps` timed batches to `f(clips, timed, index)` over as many
+/// epochs as it takes; returns the timed data wait (s).
+fn each_batch(
     loader: &Loader,
     (warmup, steps): (usize, usize),
-    mut after_step: impl FnMut(),
-) -> Result<(StepTimes, f64)> {
-    let per_worker = cfg.data.batch_size / rt.world();
-    let mut times = StepTimes::default();
+    mut f: impl FnMut(Tensor, bool, usize) -> Result<()>,
+) -> Result<f64> {
     let mut data_wait = 0.0;
     let mut done = 0usize;
     let mut epoch = 0u64;
@@ -218,17 +212,37 @@ fn run_steps(
             if timed {
                 data_wait += waited.elapsed().as_secs_f64();
             }
-            let mut rng = MaskRng::new(cfg.train.seed ^ done as u64);
-            let ratio = cfg.optim.ss_ratio_start;
-            let mask = scheduled_sampling_mask(&mut rng, per_worker, cfg.data.future_frames, ratio);
-            let slot = if timed { Some(&mut times) } else { None };
-            let lr = cfg.optim.learning_rate;
-            train_step(net, flat, cfg, rt, &clips, mask, lr, false, slot)?;
-            after_step();
+            f(clips, timed, done)?;
             done += 1;
         }
         epoch += 1;
     }
+    Ok(data_wait)
+}
+
+/// Runs `warmup` untimed then `steps` timed training steps, calling `after_step` after each;
+/// returns the timed phases and the timed data wait (s).
+fn run_steps(
+    cfg: &ValidConfig,
+    rt: &mut Runtime,
+    net: &Network,
+    flat: &mut FlatParams,
+    loader: &Loader,
+    counts: (usize, usize),
+    mut after_step: impl FnMut(),
+) -> Result<(StepTimes, f64)> {
+    let per_worker = cfg.data.batch_size / rt.world();
+    let mut times = StepTimes::default();
+    let data_wait = each_batch(loader, counts, |clips, timed, done| {
+        let mut rng = MaskRng::new(cfg.train.seed ^ done as u64);
+        let ratio = cfg.optim.ss_ratio_start;
+        let mask = scheduled_sampling_mask(&mut rng, per_worker, cfg.data.future_frames, ratio);
+        let slot = if timed { Some(&mut times) } else { None };
+        let lr = cfg.optim.learning_rate;
+        train_step(net, flat, cfg, rt, &clips, mask, lr, false, slot)?;
+        after_step();
+        Ok(())
+    })?;
     Ok((times, data_wait))
 }
 
@@ -239,43 +253,29 @@ fn run_rollouts(
     rt: &Runtime,
     net: &Network,
     loader: &Loader,
-    (warmup, steps): (usize, usize),
+    counts: (usize, usize),
     mut after_step: impl FnMut(),
 ) -> Result<(StepTimes, f64)> {
     let (input, future) = (cfg.data.input_frames, cfg.data.future_frames);
     let mut times = StepTimes::default();
-    let mut data_wait = 0.0;
-    let mut done = 0usize;
-    let mut epoch = 0u64;
-    while done < warmup + steps {
-        let mut batches = loader.epoch(epoch);
-        while done < warmup + steps {
-            let waited = Instant::now();
-            let Some(batch) = batches.next() else { break };
-            let clips = batch?.clips;
-            let timed = done >= warmup;
-            if timed {
-                data_wait += waited.elapsed().as_secs_f64();
-            }
-            let started = Instant::now();
-            let y = tch::no_grad(|| {
-                net.forward(
-                    &clips.narrow(1, 0, input as i64),
-                    &Rollout::eval(input, future),
-                )
-            })?;
-            if let Device::Cuda(k) = rt.device {
-                tch::Cuda::synchronize(k as i64);
-            }
-            drop(y);
-            if timed {
-                times.forward += started.elapsed().as_secs_f64();
-            }
-            after_step();
-            done += 1;
+    let data_wait = each_batch(loader, counts, |clips, timed, _| {
+        let started = Instant::now();
+        let y = tch::no_grad(|| {
+            net.forward(
+                &clips.narrow(1, 0, input as i64),
+                &Rollout::eval(input, future),
+            )
+        })?;
+        if let Device::Cuda(k) = rt.device {
+            tch::Cuda::synchronize(k as i64);
         }
-        epoch += 1;
-    }
+        drop(y);
+        if timed {
+            times.forward += started.elapsed().as_secs_f64();
+        }
+        after_step();
+        Ok(())
+    })?;
     Ok((times, data_wait))
 }
 

@@ -202,20 +202,33 @@ pub fn run_pack(
         only: Some(indices.to_vec()),
     };
     let (queue, _, _) = queue_trials(dir, &planned.manifest, &opts)?;
-    tracing::info!(
-        "packed task: trials {queue:?} on {}",
-        slots
-            .iter()
-            .map(Slot::to_string)
-            .collect::<Vec<_>>()
-            .join("; ")
-    );
+    tracing::info!("packed task: trials {queue:?} on {}", describe(&slots));
+    let ran = run_on_slots(dir, &planned.manifest, &slots, queue, &opts)?;
+    verdict(dir, &planned.manifest, ran, opts.only.as_deref())
+}
+
+/// The slots, for a log line.
+fn describe(slots: &[Slot]) -> String {
+    slots
+        .iter()
+        .map(Slot::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// [`run_queue`] on a runtime of its own; how many trials ran.
+fn run_on_slots(
+    dir: &SweepDir,
+    m: &Manifest,
+    slots: &[Slot],
+    queue: Vec<usize>,
+    opts: &LocalOptions,
+) -> Result<usize> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| Error::Internal(format!("cannot start the tokio runtime: {e}")))?;
-    let ran = rt.block_on(run_queue(dir, &planned.manifest, &slots, queue, &opts))?;
-    verdict(dir, &planned.manifest, ran, opts.only.as_deref())
+    rt.block_on(run_queue(dir, m, slots, queue, opts))
 }
 
 fn slots(planned: &Planned, parallel: usize) -> Result<Vec<Slot>> {
@@ -336,17 +349,9 @@ pub fn run_local(dir: &SweepDir, planned: &Planned, opts: &LocalOptions) -> Resu
         exhausted.len(),
         queue.len(),
         slots.len(),
-        slots
-            .iter()
-            .map(Slot::to_string)
-            .collect::<Vec<_>>()
-            .join("; ")
+        describe(&slots)
     );
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::Internal(format!("cannot start the tokio runtime: {e}")))?;
-    let ran = rt.block_on(run_queue(dir, m, &slots, queue, opts))?;
+    let ran = run_on_slots(dir, m, &slots, queue, opts)?;
     let files = report::write_report(dir, m, &m.metric)?;
     eprintln!("{}", files.describe());
     verdict(dir, m, ran, opts.only.as_deref())

@@ -313,6 +313,8 @@ mod tests {
             "sweep_dir",
             "launch",
             "worker_arg",
+            "packs",
+            "task_index",
         ]
         .into_iter()
         .map(|k| (k, format!("<{k}>")))
@@ -322,6 +324,7 @@ mod tests {
         assert!(s.contains("#SBATCH --requeue"));
         assert!(s.contains("#SBATCH --signal=USR2@"));
         assert!(s.contains("sweep task --sweep-dir"));
+        assert!(s.contains("--index <task_index>") && s.contains("\n<packs>\n"));
         assert!(s.contains("scontrol requeue \"${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}\""));
         assert!(!s.contains("{{"));
     }

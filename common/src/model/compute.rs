@@ -7,7 +7,7 @@
 
 use std::cell::Cell;
 
-use tch::{Device, Kind};
+use tch::{Device, Kind, Tensor};
 
 use crate::config::{ModelConfig, Precision, TrainConfig};
 
@@ -108,6 +108,16 @@ impl ComputeMode {
         channels_last: false,
         cudnn: CudnnFlags::EXACT,
     };
+
+    /// `t` (4-D) in this mode's memory layout: channels-last when [`Self::channels_last`], else
+    /// as it is.
+    pub(crate) fn layout(&self, t: Tensor) -> Tensor {
+        if self.channels_last {
+            super::conv::channels_last(&t)
+        } else {
+            t
+        }
+    }
 
     /// Whether the rollout takes the fast path (any of its three switches on).
     pub fn fast_path(&self) -> bool {

@@ -53,10 +53,16 @@ impl Conv {
     /// [`Self::forward`] with the (4-D) weight multiplied element-wise by `mask` (broadcast),
     /// so masked weights have no effect and receive zero gradient.
     pub fn forward_masked(&self, x: &Tensor, mask: &Tensor) -> Tensor {
+        conv2d_same(x, &self.masked_weight(mask), Some(&self.bias))
+    }
+
+    /// The (4-D) weight multiplied element-wise by `mask` (broadcast, moved to the weight's
+    /// device and dtype).
+    pub fn masked_weight(&self, mask: &Tensor) -> Tensor {
         let mask = mask
             .to_device(self.weight.device())
             .to_kind(self.weight.kind());
-        conv2d_same(x, &(&self.weight * mask), Some(&self.bias))
+        &self.weight * mask
     }
 
     /// `(prefix.weight, weight), (prefix.bias, bias)` in state_dict order.

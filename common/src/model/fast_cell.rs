@@ -28,7 +28,7 @@
 use tch::{Device, Tensor};
 
 use super::compute::ComputeMode;
-use super::conv::{channels_last, conv2d_same};
+use super::conv::conv2d_same;
 use super::conv_lstm_cell::{lstm_update, ConvLstmCell};
 use super::conv_tt_lstm_cell::ConvTtLstmCell;
 use super::network::Cell;
@@ -81,23 +81,14 @@ impl<'a> FastCell<'a> {
     /// one (the classic-TTD ConvLSTM, whose gate weight is a tensor train).
     pub fn prepare(cell: &'a Cell) -> Option<Self> {
         let mode = ComputeMode::current();
-        let layout = |w: Tensor| {
-            if mode.channels_last {
-                channels_last(&w)
-            } else {
-                w
-            }
-        };
+        let layout = |w: Tensor| mode.layout(w);
         match cell {
             Cell::Tt(c) => {
                 let cfg = c.config();
                 let gates = c.gates();
                 let weight = match c.gate_mask() {
                     None => gates.weight.shallow_clone(),
-                    Some(mask) => {
-                        let w = &gates.weight;
-                        w * mask.to_device(w.device()).to_kind(w.kind())
-                    }
+                    Some(mask) => gates.masked_weight(mask),
                 };
                 let cin = cfg.input_channels;
                 let parts = weight.split_with_sizes([cin, cfg.rank], 1);
@@ -139,28 +130,23 @@ impl<'a> FastCell<'a> {
 
     /// The all-zero state of a sequence's first step, in the mode's layout.
     pub fn zero_state(&self, batch: i64, height: i64, width: i64, device: Device) -> FastState {
+        let mode = ComputeMode::current();
         let (mut cell, preprocessed) = match self {
             FastCell::Tt {
                 cell, preprocess, ..
             } => {
                 let state = cell.zero_state(batch, height, width, device);
                 let pre = preprocess.as_ref().map_or_else(Vec::new, |w| {
-                    let z = Tensor::zeros([batch, w.size()[0], height, width], (w.kind(), device));
+                    let size = [batch, w.size()[0], height, width];
+                    let z = mode.layout(Tensor::zeros(size, (w.kind(), device)));
                     (0..state.hidden.len()).map(|_| z.shallow_clone()).collect()
                 });
                 (state, pre)
             }
             FastCell::Lstm { cell, .. } => (cell.zero_state(batch, height, width, device), vec![]),
         };
-        if ComputeMode::current().channels_last {
-            cell.hidden = cell.hidden.iter().map(channels_last).collect();
-            cell.cell = channels_last(&cell.cell);
-        }
-        let preprocessed = if ComputeMode::current().channels_last {
-            preprocessed.iter().map(channels_last).collect()
-        } else {
-            preprocessed
-        };
+        cell.hidden = cell.hidden.into_iter().map(|t| mode.layout(t)).collect();
+        cell.cell = mode.layout(cell.cell);
         FastState {
             cell,
             preprocessed,

@@ -187,6 +187,21 @@ impl Rollout {
         (self.input_frames + self.future_frames).saturating_sub(1)
     }
 
+    /// How many leading steps take the ground-truth frame for every sample: the conditioning
+    /// frames, then the steps whose scheduled-sampling mask is 1 throughout the batch (from
+    /// [`Rollout::teacher_forced`] when set, else read from the mask).
+    pub fn known_steps(&self) -> usize {
+        match &self.feedback {
+            Feedback::Mixed(m) => {
+                self.input_frames
+                    + self
+                        .teacher_forced
+                        .unwrap_or_else(|| teacher_forced_prefix(m))
+            }
+            Feedback::Autoregressive => self.input_frames,
+        }
+    }
+
     /// Frames the input tensor must hold: I, or I + F − 1 with scheduled sampling.
     pub fn frames_needed(&self) -> usize {
         match self.feedback {
@@ -382,7 +397,7 @@ impl Network {
         let (inputs, dims) = RolloutInputs::new(self, frames, rollout)?;
         let fast = ComputeMode::current()
             .fast_path()
-            .then(|| wavefront::rollout(self, &inputs, rollout.steps(), dims))
+            .then(|| wavefront::rollout(self, &inputs, rollout, dims))
             .flatten();
         let outputs = match fast {
             Some(outputs) => outputs,
@@ -467,8 +482,6 @@ pub(crate) struct RolloutInputs {
     mask: Option<Tensor>,
     input_frames: usize,
     batch: i64,
-    /// Leading steps whose input is the ground-truth frame for every sample.
-    known: usize,
 }
 
 impl RolloutInputs {
@@ -480,38 +493,25 @@ impl RolloutInputs {
     ) -> Result<(Self, (i64, i64, i64))> {
         let (b, h, w) = net.check_rollout(frames, rollout)?;
         let (kind, device) = net.options();
-        let (mask, known) = match &rollout.feedback {
-            Feedback::Mixed(m) => (
-                Some(m.to_device(device).to_kind(kind)),
-                rollout.input_frames
-                    + rollout
-                        .teacher_forced
-                        .unwrap_or_else(|| teacher_forced_prefix(m)),
-            ),
-            Feedback::Autoregressive => (None, rollout.input_frames),
+        let mask = match &rollout.feedback {
+            Feedback::Mixed(m) => Some(m.to_device(device).to_kind(kind)),
+            Feedback::Autoregressive => None,
         };
         let inputs = RolloutInputs {
             frames: frames.to_device(device).to_kind(kind),
             mask,
             input_frames: rollout.input_frames,
             batch: b,
-            known,
         };
         Ok((inputs, (b, h, w)))
     }
 
-    /// How many leading steps take the ground-truth frame for every sample: the conditioning
-    /// frames, then the steps whose scheduled-sampling mask is 1 throughout the batch.
-    pub(crate) fn known_steps(&self) -> usize {
-        self.known
-    }
-
-    /// The inputs of the first `steps` steps (all known), time-major along the batch axis.
+    /// The inputs of the first `steps` steps, which must all be known
+    /// ([`Rollout::known_steps`]), time-major along the batch axis.
     ///
     /// # Shapes
     /// → `[steps · B, C, H, W]` (step t's samples at rows t·B … t·B + B − 1)
     pub(crate) fn known_sequence(&self, steps: usize) -> Tensor {
-        debug_assert!(steps <= self.known);
         let f = self.frames.narrow(1, 0, steps as i64).transpose(0, 1);
         let size = f.size();
         f.reshape([size[0] * size[1], size[2], size[3], size[4]])

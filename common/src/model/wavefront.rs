@@ -21,16 +21,15 @@
 use tch::{Device, Tensor};
 
 use super::compute::ComputeMode;
-use super::conv::channels_last;
 use super::fast_cell::{FastCell, FastState};
-use super::network::{Network, RolloutInputs};
+use super::network::{Network, Rollout, RolloutInputs};
 
-/// The predictions of `steps` steps (each `[B, C, H, W]`) on the fast path, or `None` when a
-/// layer has no fast form (then the caller takes the reference path).
+/// The predictions of the rollout's steps (each `[B, C, H, W]`) on the fast path, or `None`
+/// when a layer has no fast form (then the caller takes the reference path).
 pub(crate) fn rollout(
     net: &Network,
     inputs: &RolloutInputs,
-    steps: usize,
+    rollout: &Rollout,
     (b, h, w): (i64, i64, i64),
 ) -> Option<Vec<Tensor>> {
     let _span = tracing::trace_span!("wavefront_rollout").entered();
@@ -40,26 +39,20 @@ pub(crate) fn rollout(
         .map(|l| FastCell::prepare(&l.cell))
         .collect::<Option<Vec<_>>>()?;
     let mode = ComputeMode::current();
-    let layout = |x: Tensor| {
-        if mode.channels_last {
-            channels_last(&x)
-        } else {
-            x
-        }
-    };
+    let steps = rollout.steps();
     let device: Device = net.options().1;
     let mut states: Vec<FastState> = cells
         .iter()
         .map(|c| c.zero_state(b, h, w, device))
         .collect();
     let known = if mode.wavefront {
-        inputs.known_steps().min(steps)
+        rollout.known_steps().min(steps)
     } else {
         0
     };
     let mut outputs: Vec<Tensor> = Vec::with_capacity(steps);
     if known > 0 {
-        let y = net.walk(layout(inputs.known_sequence(known)), |i, xs| {
+        let y = net.walk(mode.layout(inputs.known_sequence(known)), |i, xs| {
             let zx = cells[i].project(xs);
             let hs: Vec<Tensor> = zx
                 .split(b, 0)
@@ -75,7 +68,7 @@ pub(crate) fn rollout(
         outputs.extend(y.split(b, 0));
     }
     for t in known..steps {
-        let x = layout(inputs.at(t, outputs.last()));
+        let x = mode.layout(inputs.at(t, outputs.last()));
         let y = net.walk(x, |i, x| {
             let (h, next) = cells[i].recur(&cells[i].project(x), &states[i]);
             states[i] = next;

@@ -146,21 +146,38 @@ pub fn decide(
     Ok(rec)
 }
 
-/// The sweep metric of the `valid` record at `step` in the run's `metrics.jsonl` (the last
-/// one, if the step was validated more than once).
-pub fn metric_at(run_dir: &Path, metric: Metric, step: u64) -> Result<Option<f64>> {
+/// One validation of a trial: step, value of the metric, Unix time when recorded.
+pub type ValidPoint = (u64, f64, Option<f64>);
+
+/// A trial's validations of `metric` from its `metrics.jsonl`, by step (a step validated more
+/// than once keeps its last value); empty when the file does not exist yet.
+pub fn valid_series(run_dir: &Path, metric: Metric) -> Result<Vec<ValidPoint>> {
     let path = run_dir.join("metrics.jsonl");
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(Error::io(&path, e)),
     };
-    Ok(text
+    let mut by_step = std::collections::BTreeMap::new();
+    for r in text
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|r| r["kind"] == "valid" && r["step"].as_u64() == Some(step))
-        .filter_map(|r| r[metric.key].as_f64())
-        .next_back())
+        .filter(|r| r["kind"] == "valid")
+    {
+        if let (Some(step), Some(v)) = (r["step"].as_u64(), r[metric.key].as_f64()) {
+            by_step.insert(step, (v, r["time"].as_f64()));
+        }
+    }
+    Ok(by_step.into_iter().map(|(s, (v, t))| (s, v, t)).collect())
+}
+
+/// The sweep metric of the validation at `step` in the run's `metrics.jsonl` (the last one, if
+/// the step was validated more than once).
+pub fn metric_at(run_dir: &Path, metric: Metric, step: u64) -> Result<Option<f64>> {
+    Ok(valid_series(run_dir, metric)?
+        .into_iter()
+        .find(|p| p.0 == step)
+        .map(|p| p.1))
 }
 
 #[cfg(test)]

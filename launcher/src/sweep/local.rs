@@ -203,7 +203,7 @@ pub fn run_pack(
     };
     let (queue, _, _) = queue_trials(dir, &planned.manifest, &opts)?;
     tracing::info!("packed task: trials {queue:?} on {}", describe(&slots));
-    let ran = run_on_slots(dir, &planned.manifest, &slots, queue, &opts)?;
+    let ran = run_queue(dir, &planned.manifest, &slots, queue, &opts)?;
     verdict(dir, &planned.manifest, ran, opts.only.as_deref())
 }
 
@@ -214,21 +214,6 @@ fn describe(slots: &[Slot]) -> String {
         .map(Slot::to_string)
         .collect::<Vec<_>>()
         .join("; ")
-}
-
-/// [`run_queue`] on a runtime of its own; how many trials ran.
-fn run_on_slots(
-    dir: &SweepDir,
-    m: &Manifest,
-    slots: &[Slot],
-    queue: Vec<usize>,
-    opts: &LocalOptions,
-) -> Result<usize> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::Internal(format!("cannot start the tokio runtime: {e}")))?;
-    rt.block_on(run_queue(dir, m, slots, queue, opts))
 }
 
 fn slots(planned: &Planned, parallel: usize) -> Result<Vec<Slot>> {
@@ -351,7 +336,7 @@ pub fn run_local(dir: &SweepDir, planned: &Planned, opts: &LocalOptions) -> Resu
         slots.len(),
         describe(&slots)
     );
-    let ran = run_on_slots(dir, m, &slots, queue, opts)?;
+    let ran = run_queue(dir, m, &slots, queue, opts)?;
     let files = report::write_report(dir, m, &m.metric)?;
     eprintln!("{}", files.describe());
     verdict(dir, m, ran, opts.only.as_deref())
@@ -386,53 +371,59 @@ fn queue_trials(
     Ok((queue, done, exhausted))
 }
 
-/// Runs `queue` on `slots`, one `sweep task` child per trial and slot, until the queue is empty
-/// or a signal stops new starts; returns how many trials ran.
-async fn run_queue(
+/// Runs `queue` on `slots` (on a runtime of its own), one `sweep task` child per trial and
+/// slot, until the queue is empty or a signal stops new starts; returns how many trials ran.
+fn run_queue(
     dir: &SweepDir,
     m: &Manifest,
     slots: &[Slot],
     queue: Vec<usize>,
     opts: &LocalOptions,
 ) -> Result<usize> {
-    let program = std::env::current_exe().map_err(|e| Error::io("/proc/self/exe", e))?;
-    let fwd = Forwarder::install()?;
-    let mut free: Vec<usize> = (0..slots.len()).rev().collect();
-    let mut pending = queue.into_iter();
-    let mut running = JoinSet::new();
-    let mut ran = 0;
-    loop {
-        while !fwd.signalled() && !free.is_empty() {
-            let Some(index) = pending.next() else { break };
-            let slot = free.pop().expect("a free slot");
-            let child = trial_child(dir, m, index, &slots[slot], opts, &program)?;
-            let fwd = fwd.clone();
-            running.spawn(async move {
-                let start = std::time::Instant::now();
-                let code = run_child(&child, &fwd).await;
-                (index, slot, code, start.elapsed())
-            });
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Internal(format!("cannot start the tokio runtime: {e}")))?;
+    rt.block_on(async {
+        let program = std::env::current_exe().map_err(|e| Error::io("/proc/self/exe", e))?;
+        let fwd = Forwarder::install()?;
+        let mut free: Vec<usize> = (0..slots.len()).rev().collect();
+        let mut pending = queue.into_iter();
+        let mut running = JoinSet::new();
+        let mut ran = 0;
+        loop {
+            while !fwd.signalled() && !free.is_empty() {
+                let Some(index) = pending.next() else { break };
+                let slot = free.pop().expect("a free slot");
+                let child = trial_child(dir, m, index, &slots[slot], opts, &program)?;
+                let fwd = fwd.clone();
+                running.spawn(async move {
+                    let start = std::time::Instant::now();
+                    let code = run_child(&child, &fwd).await;
+                    (index, slot, code, start.elapsed())
+                });
+            }
+            let Some(joined) = running.join_next().await else {
+                break;
+            };
+            let (index, slot, code, took) =
+                joined.map_err(|e| Error::Internal(format!("the task running a trial: {e}")))?;
+            free.push(slot);
+            let code = code?;
+            let what = match code {
+                0 => "finished".to_owned(),
+                4 => "preempted (resumes on the next run)".to_owned(),
+                c => format!("failed (exit code {c})"),
+            };
+            eprintln!(
+                "sweep: trial {index} ({}) {what} after {:.1} s",
+                m.trials[index].id,
+                took.as_secs_f64()
+            );
+            ran += 1;
         }
-        let Some(joined) = running.join_next().await else {
-            break;
-        };
-        let (index, slot, code, took) =
-            joined.map_err(|e| Error::Internal(format!("the task running a trial: {e}")))?;
-        free.push(slot);
-        let code = code?;
-        let what = match code {
-            0 => "finished".to_owned(),
-            4 => "preempted (resumes on the next run)".to_owned(),
-            c => format!("failed (exit code {c})"),
-        };
-        eprintln!(
-            "sweep: trial {index} ({}) {what} after {:.1} s",
-            m.trials[index].id,
-            took.as_secs_f64()
-        );
-        ran += 1;
-    }
-    Ok(ran)
+        Ok(ran)
+    })
 }
 
 /// The `convtt-launch sweep task` child of trial `index` on slot `s` (its CPUs, its GPUs).

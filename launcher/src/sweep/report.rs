@@ -14,6 +14,7 @@ use convtt_core::plot::{draw_legend, render, span};
 use convtt_core::{RunDir, RunSummary};
 use plotters::prelude::*;
 
+use super::asha::{valid_series, ValidPoint};
 use super::task::{State, TrialStatus};
 use super::{human_count, short_key, Manifest, SweepDir, TrialEntry};
 use crate::error::{Error, Result};
@@ -267,35 +268,22 @@ pub fn asha_markdown(dir: &SweepDir, m: &Manifest) -> Result<String> {
     Ok(out)
 }
 
-/// One validation of a trial: step, value of the metric, Unix time when recorded.
-pub type ValidPoint = (u64, f64, Option<f64>);
-
-/// One trial's validations, by step.
-pub fn valid_series(run_dir: &Path, metric: Metric) -> Vec<ValidPoint> {
-    let text = std::fs::read_to_string(run_dir.join("metrics.jsonl")).unwrap_or_default();
-    let mut by_step = std::collections::BTreeMap::new();
-    for r in text
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|r| r["kind"] == "valid")
-    {
-        if let (Some(step), Some(v)) = (r["step"].as_u64(), r[metric.key].as_f64()) {
-            // A step validated twice (a resume) keeps its last value.
-            by_step.insert(step, (v, r["time"].as_f64()));
-        }
-    }
-    by_step.into_iter().map(|(s, (v, t))| (s, v, t)).collect()
-}
-
 /// `report-curves.png`: every trial's validation metric against steps (a stopped trial's
 /// curve ends at its rung), and the best value found so far against the sweep's wall time.
-pub fn curves_chart(dir: &SweepDir, m: &Manifest, metric: Metric, path: &Path) -> Result<()> {
+/// Writes nothing and returns false when no trial has validated yet.
+pub fn curves_chart(dir: &SweepDir, m: &Manifest, metric: Metric, path: &Path) -> Result<bool> {
     let series: Vec<(usize, Vec<ValidPoint>)> = m
         .trials
         .iter()
-        .map(|t| (t.index, valid_series(&dir.trial(&t.id), metric)))
+        .map(|t| {
+            let series = valid_series(&dir.trial(&t.id), metric).unwrap_or_default();
+            (t.index, series)
+        })
         .filter(|(_, s)| !s.is_empty())
         .collect();
+    if series.is_empty() {
+        return Ok(false);
+    }
     let mut events: Vec<(f64, f64)> = series
         .iter()
         .flat_map(|(_, s)| s.iter().filter_map(|&(_, v, t)| Some((t?, v))))
@@ -378,7 +366,7 @@ pub fn curves_chart(dir: &SweepDir, m: &Manifest, metric: Metric, path: &Path) -
         root.present()?;
         Ok(())
     })?;
-    Ok(())
+    Ok(true)
 }
 
 /// Worker-hours spent against what every trial trained to its end would have cost, at each
@@ -584,16 +572,7 @@ pub fn write_report(dir: &SweepDir, m: &Manifest, metric: &str) -> Result<Report
         None
     };
     let curves = dir.0.join("report-curves.png");
-    let any_valid = m
-        .trials
-        .iter()
-        .any(|t| !valid_series(&dir.trial(&t.id), ranking).is_empty());
-    let curves = if any_valid {
-        curves_chart(dir, m, ranking, &curves)?;
-        Some(curves)
-    } else {
-        None
-    };
+    let curves = curves_chart(dir, m, ranking, &curves)?.then_some(curves);
     Ok(ReportFiles {
         csv: csv_path,
         markdown: md_path,

@@ -385,11 +385,14 @@ pub async fn run_trial(
         // ASHA: train to the next rung (pausing there) unless promoted or past the last.
         let asha = m.asha.as_ref().filter(|_| !st.promoted);
         let pause = asha.and_then(|a| a.rungs.get(st.rungs_passed).copied());
+        // A promoted trial keeps ASHA's step budget, without the pauses.
         let mut extra = Vec::new();
-        if let Some(a) = asha.or(m.asha.as_ref()) {
+        if let Some(a) = &m.asha {
             extra.push(format!("train.max_steps={}", a.max_steps));
         }
-        extra.push(format!("train.pause_at_step={}", pause.unwrap_or(0)));
+        if let Some(p) = pause {
+            extra.push(format!("train.pause_at_step={p}"));
+        }
         let child = launcher_child(dir, t, &run_dir, worker, &extra)?;
         st.attempts += 1;
         st.state = State::Running;

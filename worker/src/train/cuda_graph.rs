@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::sync::OnceLock;
 
-use tch::{Device, Kind, Tensor};
+use tch::Tensor;
 
 use crate::error::{Error, Result};
 
@@ -100,25 +100,23 @@ fn load() -> std::result::Result<Shim, String> {
             Ok(p)
         }
     };
+    /// SAFETY: `T` must be the `extern "C"` function pointer type of the symbol.
+    unsafe fn as_fn<T: Copy>(p: *mut c_void) -> T {
+        debug_assert_eq!(std::mem::size_of::<T>(), std::mem::size_of::<*mut c_void>());
+        // SAFETY: the caller names the symbol's own signature; sizes are equal.
+        unsafe { std::mem::transmute_copy(&p) }
+    }
     // SAFETY: the symbols are the shim's extern "C" functions with exactly these signatures
     // (worker/cuda_graph/shim.cpp).
     unsafe {
         Ok(Shim {
-            stream_begin: std::mem::transmute::<*mut c_void, StreamBegin>(sym(
-                "convtt_graph_stream_begin",
-            )?),
-            stream_end: std::mem::transmute::<*mut c_void, ErrOnly>(sym(
-                "convtt_graph_stream_end",
-            )?),
-            new: std::mem::transmute::<*mut c_void, New>(sym("convtt_graph_new")?),
-            capture_begin: std::mem::transmute::<*mut c_void, OnGraph>(sym(
-                "convtt_graph_capture_begin",
-            )?),
-            capture_end: std::mem::transmute::<*mut c_void, OnGraph>(sym(
-                "convtt_graph_capture_end",
-            )?),
-            replay: std::mem::transmute::<*mut c_void, OnGraph>(sym("convtt_graph_replay")?),
-            free: std::mem::transmute::<*mut c_void, Free>(sym("convtt_graph_free")?),
+            stream_begin: as_fn(sym("convtt_graph_stream_begin")?),
+            stream_end: as_fn(sym("convtt_graph_stream_end")?),
+            new: as_fn(sym("convtt_graph_new")?),
+            capture_begin: as_fn(sym("convtt_graph_capture_begin")?),
+            capture_end: as_fn(sym("convtt_graph_capture_end")?),
+            replay: as_fn(sym("convtt_graph_replay")?),
+            free: as_fn(sym("convtt_graph_free")?),
         })
     }
 }
@@ -128,11 +126,6 @@ fn shim() -> Result<&'static Shim> {
     SHIM.get_or_init(load)
         .as_ref()
         .map_err(|e| Error::Unavailable(format!("train.cuda_graphs: {e}")))
-}
-
-/// Whether the shim can be loaded here (for `doctor`-style reports and the GPU kit).
-pub fn available() -> std::result::Result<(), String> {
-    shim().map(|_| ()).map_err(|e| e.to_string())
 }
 
 /// Calls a shim function with an error buffer; its message becomes the error.
@@ -296,11 +289,6 @@ impl StepGraphs {
     }
 }
 
-/// A device copy of `t` in f32, for the static inputs.
-pub fn static_copy(t: &Tensor, device: Device) -> Tensor {
-    t.to_device(device).to_kind(Kind::Float).copy()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -309,7 +297,7 @@ mod tests {
     /// answer names what it looked for.
     #[test]
     fn the_shim_loads_or_says_where_it_looked() {
-        match available() {
+        match shim().map(|_| ()).map_err(|e| e.to_string()) {
             Ok(()) => assert!(
                 option_env!("CONVTT_CUDA_GRAPH_SHIM").is_some()
                     || std::env::var_os("CONVTT_CUDA_GRAPH_LIB").is_some()

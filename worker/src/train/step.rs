@@ -120,7 +120,7 @@ fn graphed_loss(
     scale: f64,
     k: usize,
 ) -> Result<LossPhase> {
-    use super::cuda_graph::{on_side_stream, static_copy, GraphKey, STEP_GRAPHS};
+    use super::cuda_graph::{on_side_stream, GraphKey, STEP_GRAPHS};
     let steps_in = (input + future - 1) as i64;
     // Decided on the host from the CPU mask, so nothing inside the capture reads the device.
     let forced = mask.as_ref().map_or(0, teacher_forced_prefix);
@@ -129,7 +129,8 @@ fn graphed_loss(
         scale_bits: scale.to_bits(),
     };
     let device = Device::Cuda(k);
-    let mask = mask.map(|m| static_copy(&m, device));
+    // The CPU mask moved to the device (a tensor of its own, so a capture may keep it).
+    let mask = mask.map(|m| m.to_device(device).to_kind(Kind::Float));
     let body = |flat: &mut FlatParams, clips: &Tensor, mask: Option<&Tensor>| -> Result<Tensor> {
         flat.zero_grad();
         let rollout = Rollout::training(input, future, mask.map(Tensor::shallow_clone))
